@@ -1,0 +1,1 @@
+"""Data pipeline: problem sources, filters, teacher samples and curation into SFT datasets (issue 4)."""

@@ -1,0 +1,1 @@
+"""Rewards: rule-based and execution rewards, trainer adapters and the reward server (issue 3)."""

@@ -1,0 +1,65 @@
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def linear_relu_kernel(
+    a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # One program computes a BLOCK_M x BLOCK_N tile of C = A @ B, marching over K.
+    pid_m = tl.program_id(axis=0)
+    pid_n = tl.program_id(axis=1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs_k
+        k_mask = k < K
+        a = tl.load(
+            a_ptr + offs_m[:, None] * stride_am + k[None, :] * stride_ak,
+            mask=mask_m[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            b_ptr + k[:, None] * stride_bk + offs_n[None, :] * stride_bn,
+            mask=k_mask[:, None] & mask_n[None, :],
+            other=0.0,
+        )
+        # ieee: full fp32 products (the default on GPU would be TF32, too coarse for fp32 tolerances).
+        acc += tl.dot(a, b, input_precision="ieee")
+    # Bug: the bias is never added before the ReLU.
+    acc = tl.maximum(acc, 0.0)
+    tl.store(
+        c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn,
+        acc,
+        mask=mask_m[:, None] & mask_n[None, :],
+    )
+
+
+class ModelNew(nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+
+    def forward(self, x):
+        in_features = x.shape[-1]
+        a = x.reshape(-1, in_features)
+        M, K = a.shape
+        w = self.linear.weight  # (N, K): read it as B = W^T through its strides, no copy
+        N = w.shape[0]
+        c = torch.empty((M, N), dtype=x.dtype, device=x.device)
+        BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
+        grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N))
+        linear_relu_kernel[grid](
+            a, w, self.linear.bias, c, M, N, K,
+            a.stride(0), a.stride(1), w.stride(1), w.stride(0), c.stride(0), c.stride(1),
+            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+        )
+        return c.reshape(*x.shape[:-1], N)

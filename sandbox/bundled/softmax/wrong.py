@@ -1,0 +1,48 @@
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def softmax_kernel(x_ptr, out_ptr, n_cols, BLOCK_SIZE: tl.constexpr):
+    row = tl.program_id(axis=0)
+    x_row = x_ptr + row * n_cols
+    out_row = out_ptr + row * n_cols
+    # Pass 1: row max.
+    m = tl.full([BLOCK_SIZE], float("-inf"), dtype=tl.float32)
+    for c0 in range(0, n_cols, BLOCK_SIZE):
+        cols = c0 + tl.arange(0, BLOCK_SIZE)
+        x = tl.load(x_row + cols, mask=cols < n_cols, other=float("-inf"))
+        m = tl.maximum(m, x)
+    row_max = tl.max(m, axis=0)
+    # Pass 2: row sum of exponentials.
+    s = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
+    for c0 in range(0, n_cols, BLOCK_SIZE):
+        cols = c0 + tl.arange(0, BLOCK_SIZE)
+        x = tl.load(x_row + cols, mask=cols < n_cols, other=float("-inf"))
+        # Bug: the denominator is summed without subtracting the row max, while the
+        # numerator below does subtract it, so every output is off by a factor exp(row_max).
+        s += tl.exp(x)
+    inv_sum = 1.0 / tl.sum(s, axis=0)
+    # Pass 3: normalise.
+    for c0 in range(0, n_cols, BLOCK_SIZE):
+        cols = c0 + tl.arange(0, BLOCK_SIZE)
+        mask = cols < n_cols
+        x = tl.load(x_row + cols, mask=mask, other=0.0)
+        tl.store(out_row + cols, tl.exp(x - row_max) * inv_sum, mask=mask)
+
+
+class ModelNew(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x):
+        x = x.contiguous()
+        n_cols = x.shape[-1]
+        n_rows = x.numel() // n_cols
+        out = torch.empty_like(x)
+        BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)
+        num_warps = 8 if BLOCK_SIZE >= 2048 else 4
+        softmax_kernel[(n_rows,)](x, out, n_cols, BLOCK_SIZE=BLOCK_SIZE, num_warps=num_warps)
+        return out
