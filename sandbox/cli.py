@@ -20,12 +20,16 @@ def summary(v: Verdict) -> str:
     lines.append(f"backend    {v.backend}   compiled={v.compiled} executed={v.executed} correct={v.correct}")
     lines.append(f"device     {v.device}   isolation={v.isolation}")
     if v.speedup is not None:
-        lines.append(f"speed      {v.runtime_ms:.4f} ms vs reference {v.ref_runtime_ms:.4f} ms  ->  {v.speedup:.2f}x")
+        lines.append(
+            f"speed      {v.runtime_ms:.4f} ms vs reference {v.ref_runtime_ms:.4f} ms  ->  {v.speedup:.2f}x"
+        )
     else:
         lines.append("speed      not measured" + (" (CPU: Triton interpreter)" if v.device == "cpu" else ""))
     for c in v.checks:
         err = f"max abs {c.max_abs_error:.2e}" if c.max_abs_error is not None else ""
-        lines.append(f"  check {c.variant:<10} seed {c.seed_index} {c.distribution:<8} {'pass' if c.passed else 'FAIL'}  {err}  {c.message or ''}".rstrip())
+        lines.append(
+            f"  check {c.variant:<10} seed {c.seed_index} {c.distribution:<8} {'pass' if c.passed else 'FAIL'}  {err}  {c.message or ''}".rstrip()
+        )
     if v.error:
         lines.append(f"error      {v.error}")
     for n in v.notes:
@@ -57,7 +61,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from sandbox.supervisor import Evaluator
 
     try:
-        with Evaluator(device=args.device, isolation_profile=args.isolation, run_timeout_s=args.timeout) as ev:
+        with Evaluator(
+            device=args.device, isolation_profile=args.isolation, run_timeout_s=args.timeout
+        ) as ev:
             verdict = ev.evaluate(problem, text)
     except ProblemError as e:
         return _fail(str(e))
@@ -66,14 +72,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kernelrl", description="Train LLMs to write fast, correct GPU kernels.")
+    parser = argparse.ArgumentParser(
+        prog="kernelrl", description="Train LLMs to write fast, correct GPU kernels."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="run one candidate against one problem in the sandbox and print the verdict")
+    check = sub.add_parser(
+        "check", help="run one candidate against one problem in the sandbox and print the verdict"
+    )
     check.add_argument("--problem", required=True, help="KernelBench-format problem file, or bundled:<name>")
-    check.add_argument("--candidate", required=True, help="a .py file defining ModelNew, or a completion with a fenced block")
+    check.add_argument(
+        "--candidate", required=True, help="a .py file defining ModelNew, or a completion with a fenced block"
+    )
     check.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     check.add_argument("--isolation", default="auto", choices=["auto", "bwrap", "process-only"])
-    check.add_argument("--timeout", type=float, default=60.0, help="run budget in seconds (compile has its own)")
+    check.add_argument(
+        "--timeout", type=float, default=60.0, help="run budget in seconds (compile has its own)"
+    )
     check.add_argument("--json", action="store_true", help="print the verdict as the JSON contract")
     check.set_defaults(func=cmd_check)
     return parser

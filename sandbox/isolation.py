@@ -63,7 +63,9 @@ def choose_profile(requested: str = "auto") -> str:
     if bwrap_works():
         return "bwrap"
     if requested == "bwrap":
-        raise RuntimeError("isolation profile 'bwrap' requested but bubblewrap cannot run here (apt-get install bubblewrap)")
+        raise RuntimeError(
+            "isolation profile 'bwrap' requested but bubblewrap cannot run here (apt-get install bubblewrap)"
+        )
     warnings.warn(
         "kernelrl: bubblewrap is unavailable, candidates run with the weaker 'process-only' isolation "
         "(no network/filesystem namespaces). Install bubblewrap for real isolation.",
@@ -120,8 +122,17 @@ def _hide_private_dirs() -> list[str]:
     pkg = os.path.dirname(os.path.abspath(sandbox.__file__))
     hide = {d for d in HIDDEN_DIRS if os.path.isdir(d)}
     home, cwd_top = os.path.expanduser("~"), "/" + os.getcwd().strip("/").split("/")[0]
-    hide |= {p for p in (home, cwd_top) if p not in ("/", "/tmp", "/usr", "/etc", "/var", "/opt", "/proc", "/dev", "/sys")}
-    keep = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.realpath(sys.executable).rsplit("/bin/", 1)[0]}
+    hide |= {
+        p
+        for p in (home, cwd_top)
+        if p not in ("/", "/tmp", "/usr", "/etc", "/var", "/opt", "/proc", "/dev", "/sys")
+    }
+    keep = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.realpath(sys.executable).rsplit("/bin/", 1)[0],
+    }
     keep |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)}
     keep = {os.path.realpath(p) for p in keep} | keep
     args: list[str] = []
@@ -211,6 +222,21 @@ DENIED_SYSCALLS = (
     "reboot",
     "settimeofday",
     "clock_settime",
+    # SysV IPC and POSIX message queues outlive a process inside the worker's IPC namespace: a channel
+    # from one candidate to the next. Nothing honest needs them (POSIX shm lives in /dev/shm, wiped per job).
+    "shmget",
+    "shmat",
+    "shmctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semctl",
+    "semtimedop",
+    "mq_open",
+    "mq_unlink",
 )
 
 

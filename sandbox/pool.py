@@ -34,7 +34,13 @@ class SandboxWorker:
         try:
             return self.evaluator.evaluate(problem, completion, seeds).to_dict()
         except ProblemError as e:
-            return Verdict("infra_error", device=self.evaluator.device, isolation=self.evaluator.profile, error=str(e), problem_id=problem.id).to_dict()
+            return Verdict(
+                "infra_error",
+                device=self.evaluator.device,
+                isolation=self.evaluator.profile,
+                error=str(e),
+                problem_id=problem.id,
+            ).to_dict()
 
     def pid(self) -> int:
         return os.getpid()
@@ -52,15 +58,26 @@ class SandboxPool:
     ) -> None:
         self.device = detect_device(device)
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                ignore_reinit_error=True,
+            )
         if num_workers is None:
             resources = ray.cluster_resources()
-            num_workers = int(resources.get("GPU", 0)) if self.device == "cuda" else int(resources.get("CPU", 1))
+            num_workers = (
+                int(resources.get("GPU", 0)) if self.device == "cuda" else int(resources.get("CPU", 1))
+            )
         if num_workers < 1:
             raise ValueError("a sandbox pool needs at least one worker")
         gpu = 1 if self.device == "cuda" else 0
         self.workers = [
-            SandboxWorker.options(num_cpus=0 if gpu else 1, num_gpus=gpu).remote(self.device, slot, evaluator_kwargs) for slot in range(num_workers)
+            SandboxWorker.options(num_cpus=0 if gpu else 1, num_gpus=gpu).remote(
+                self.device, slot, evaluator_kwargs
+            )
+            for slot in range(num_workers)
         ]
         self.cache: OrderedDict[tuple, Verdict] = OrderedDict()
         self.cache_size = cache_size
@@ -73,10 +90,15 @@ class SandboxPool:
     def evaluate_many(self, problems: list[Problem], completions: list[str]) -> list[Verdict]:
         """Verdicts for the pairs (problems[i], completions[i]), in order; one secret seed set per call."""
         if len(problems) != len(completions):
-            raise ValueError(f"{len(problems)} problems but {len(completions)} completions: pairs must line up")
+            raise ValueError(
+                f"{len(problems)} problems but {len(completions)} completions: pairs must line up"
+            )
         seeds = [secrets.randbelow(1 << 31) for _ in range(3)]
         results: list[Verdict | None] = [None] * len(problems)
-        keys = [(p.id, extract_candidate(c).sha256, self.device, PROTOCOL_VERSION) for p, c in zip(problems, completions, strict=True)]
+        keys = [
+            (p.id, extract_candidate(c).sha256, self.device, PROTOCOL_VERSION)
+            for p, c in zip(problems, completions, strict=True)
+        ]
         todo: list[int] = []
         first_of: dict[tuple, int] = {}
         for i, key in enumerate(keys):
@@ -102,12 +124,21 @@ class SandboxPool:
                 i, w = running.pop(ref)
                 try:
                     verdict = Verdict.from_dict(ray.get(ref))
-                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError, ray.exceptions.ActorUnavailableError) as e:
+                except (
+                    ray.exceptions.RayActorError,
+                    ray.exceptions.RayTaskError,
+                    ray.exceptions.ActorUnavailableError,
+                ) as e:
                     attempts[i] += 1
                     if attempts[i] < 2:
                         queue.append(i)
                     else:
-                        results[i] = Verdict("infra_error", device=self.device, error=f"worker failed twice: {type(e).__name__}", problem_id=problems[i].id)
+                        results[i] = Verdict(
+                            "infra_error",
+                            device=self.device,
+                            error=f"worker failed twice: {type(e).__name__}",
+                            problem_id=problems[i].id,
+                        )
                     idle.append(w)
                     continue
                 if verdict.error and verdict.error.startswith("fatal CUDA error"):

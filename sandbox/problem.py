@@ -21,7 +21,9 @@ class Problem:
     source: str
     path: str | None = None
     level: str | None = None  # KernelBench layout: "level1", ... taken from the path
-    extras: dict[str, str] = field(default_factory=dict, compare=False, hash=False)  # bundled: solution, wrong, reasoning
+    extras: dict[str, str] = field(
+        default_factory=dict, compare=False, hash=False
+    )  # bundled: solution, wrong, reasoning
 
 
 def problem_id(source: str) -> str:
@@ -76,6 +78,10 @@ def bundled_problems() -> dict[str, Problem]:
     out = {}
     for d in sorted(p for p in BUNDLED_DIR.iterdir() if (p / "problem.py").is_file()):
         p = load_problem(d / "problem.py", name=d.name)
-        extras = {k: (d / f).read_text() for k, f in (("solution", "solution.py"), ("wrong", "wrong.py"), ("reasoning", "reasoning.md")) if (d / f).is_file()}
+        extras = {
+            k: (d / f).read_text()
+            for k, f in (("solution", "solution.py"), ("wrong", "wrong.py"), ("reasoning", "reasoning.md"))
+            if (d / f).is_file()
+        }
         out[d.name] = Problem(p.id, d.name, p.source, p.path, None, extras)
     return out

@@ -58,7 +58,9 @@ def transform(values: list[Any], distribution: str) -> list[Any]:
 
 
 def _finite(values: list[Any]) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in values if isinstance(v, torch.Tensor) and v.is_floating_point())
+    return all(
+        bool(torch.isfinite(v).all()) for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()
+    )
 
 
 def _outputs(out: Any) -> list[Any]:
@@ -102,9 +104,17 @@ def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         checks.append({"seed": seed, "distribution": dist, "note": note})
         payloads += [wire.encode(inputs), wire.encode(outs)]
         sets.append(inputs)
-    header: dict[str, Any] = {"ok": True, "checks": checks, "ref_ops": ref_ops or {}, "flops": flops, "bytes": nbytes}
+    header: dict[str, Any] = {
+        "ok": True,
+        "checks": checks,
+        "ref_ops": ref_ops or {},
+        "flops": flops,
+        "bytes": nbytes,
+    }
     if req.get("time") and device == "cuda":
-        header["timing"] = timing.time_model(model, sets, trials=req["time"]["trials"], warmup=req["time"]["warmup"])
+        header["timing"] = timing.time_model(
+            model, sets, trials=req["time"]["trials"], warmup=req["time"]["warmup"]
+        )
         header["device_name"] = torch.cuda.get_device_name()
     return header, payloads
 
@@ -130,8 +140,14 @@ def _count_flops(model: Any, inputs: list[Any]) -> float:
 def plan(req: dict[str, Any]) -> dict[str, Any]:
     from sandbox.variants import plan_variants
 
-    variants, notes = plan_variants(req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"])
-    return {"ok": True, "variants": [{"name": v.name, "overrides": v.overrides, "source": v.source} for v in variants], "notes": notes}
+    variants, notes = plan_variants(
+        req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"]
+    )
+    return {
+        "ok": True,
+        "variants": [{"name": v.name, "overrides": v.overrides, "source": v.source} for v in variants],
+        "notes": notes,
+    }
 
 
 def main() -> int:
@@ -149,7 +165,11 @@ def main() -> int:
                 else:
                     header, payloads = {"ok": False, "error": f"unknown command {req['cmd']!r}"}, []
             except Exception as e:  # noqa: BLE001 - a failing reference is reported, not fatal
-                header = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
+                header = {
+                    "ok": False,
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=4),
+                }
                 payloads = []
             header["n_payloads"] = len(payloads)
             write_frame(out_fd, header)

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import sys
 import threading
-import time
 import traceback
 from collections import Counter
 from typing import Any
@@ -22,7 +21,12 @@ from sandbox import timing, wire
 from sandbox.frames import read_all_frames, write_frame
 from sandbox.ops import OpRecorder, is_plain_tensor
 
-CUDA_FATAL = ("illegal memory access", "unspecified launch failure", "device-side assert", "misaligned address")
+CUDA_FATAL = (
+    "illegal memory access",
+    "unspecified launch failure",
+    "device-side assert",
+    "misaligned address",
+)
 
 
 class NotExecuted(Exception):
@@ -60,15 +64,30 @@ class Hooks:
         except ImportError:
             pass
         for cls in classes:
-            cls.run = self._counting(cls.run, lambda fn: getattr(getattr(fn, "fn", None), "__name__", "kernel"))
-        start = threading.Thread.start
+            cls.run = self._counting(
+                cls.run, lambda fn: getattr(getattr(fn, "fn", None), "__name__", "kernel")
+            )
+        import _thread
 
-        def counted_start(thread: threading.Thread) -> None:
-            self.threads += 1
-            start(thread)
-
-        threading.Thread.start = counted_start  # type: ignore[method-assign]
+        # Every Python route to a new thread ends in one of these; threading keeps its own references.
+        for module, name in (
+            (_thread, "start_new_thread"),
+            (_thread, "start_joinable_thread"),
+            (threading, "_start_new_thread"),
+            (threading, "_start_joinable_thread"),
+        ):
+            real = getattr(module, name, None)
+            if real is not None:
+                setattr(module, name, self._counting_thread(real))
+        self.tasks_at_start = 0
         self._wrap_load_inline(cuda_compile_only)
+
+    def _counting_thread(self, real: Any) -> Any:
+        def start(*args: Any, **kwargs: Any) -> Any:
+            self.threads += 1
+            return real(*args, **kwargs)
+
+        return start
 
     def _counting(self, run: Any, name_of: Any) -> Any:
         hooks = self
@@ -77,6 +96,17 @@ class Hooks:
             if not kwargs.get("warmup", False):
                 hooks.launches[name_of(fn)] += 1
             was, hooks.recorder.active = hooks.recorder.active, False
+            grid = kwargs.get("grid")
+            if callable(grid):  # the grid function is candidate code: what it runs in PyTorch still counts
+
+                def recorded_grid(meta: Any) -> Any:
+                    hooks.recorder.active = was
+                    try:
+                        return grid(meta)
+                    finally:
+                        hooks.recorder.active = False
+
+                kwargs["grid"] = recorded_grid
             try:
                 return run(fn, *args, **kwargs)
             finally:
@@ -102,11 +132,9 @@ class Hooks:
 
                 def call(*a: Any, **k: Any) -> Any:
                     hooks.launches[f"cuda:{name}"] += 1
-                    was, hooks.recorder.active = hooks.recorder.active, False
-                    try:
-                        return attr(*a, **k)
-                    finally:
-                        hooks.recorder.active = was
+                    return attr(
+                        *a, **k
+                    )  # still recorded: torch::matmul inside the C++ wrapper is a fallback too
 
                 return call
 
@@ -119,7 +147,17 @@ class Hooks:
         ext.load_inline = load_inline
 
 
-def compile_cuda_sources(name: str = "ext", cpp_sources: Any = None, cuda_sources: Any = None, **kw: Any) -> None:
+def _task_count() -> int:
+    """OS threads of this process, which also sees threads started below Python."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def compile_cuda_sources(
+    name: str = "ext", cpp_sources: Any = None, cuda_sources: Any = None, **kw: Any
+) -> None:
     """nvcc -c every CUDA source against torch's headers: real compile errors without a GPU or a link step."""
     import subprocess
 
@@ -127,7 +165,9 @@ def compile_cuda_sources(name: str = "ext", cpp_sources: Any = None, cuda_source
 
     sources = [cuda_sources] if isinstance(cuda_sources, str) else list(cuda_sources or [])
     flags = [f"-I{p}" for p in include_paths()]
-    flags += [f"-I{os.path.join(sys.base_prefix, 'include', f'python{sys.version_info[0]}.{sys.version_info[1]}')}"]
+    flags += [
+        f"-I{os.path.join(sys.base_prefix, 'include', f'python{sys.version_info[0]}.{sys.version_info[1]}')}"
+    ]
     flags += list(kw.get("extra_cuda_cflags") or [])
     work = os.environ.get("TORCH_EXTENSIONS_DIR", ".")
     for i, src in enumerate(sources):
@@ -135,7 +175,7 @@ def compile_cuda_sources(name: str = "ext", cpp_sources: Any = None, cuda_source
         with open(path, "w") as f:
             f.write("#include <torch/extension.h>\n" + src)
         cmd = ["nvcc", "-c", "-std=c++17", "-arch=sm_80", "-o", path + ".o", path, *flags]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
             raise CudaCompileError(r.stderr[-3000:] or r.stdout[-3000:])
 
@@ -211,7 +251,9 @@ class Reporter:
 
 def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
     frames = read_all_frames(in_fd)
-    os.close(in_fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, in_fd)  # tools the candidate starts (nvcc, gcc) expect a valid stdin
+    os.close(devnull)
     job, payloads = frames[0][0], [wire.decode(p) for _h, p in frames[1:]]
     rep = Reporter(out_fd)
     device = job["device"]
@@ -231,6 +273,7 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
             models[vi] = module.ModelNew(*payloads[var["init_frame"]]).to(device)
         rep.send({"event": "compiled"})
         phase = "run"
+        hooks.tasks_at_start = _task_count()
         prev_args: dict[int, list[Any]] = {}
         for ci, chk in enumerate(job["checks"]):
             vi = chk["variant"]
@@ -251,7 +294,14 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
                 out1 = model(*args)
             recorder.active = False
             outs1 = _as_list(out1)
-            meta = [{"type": type(o).__name__, "plain": plain(o), "device": str(o.device) if is_tensor(o) else None} for o in outs1]
+            meta = [
+                {
+                    "type": type(o).__name__,
+                    "plain": plain(o),
+                    "device": str(o.device) if is_tensor(o) else None,
+                }
+                for o in outs1
+            ]
             if not all(m["plain"] for m in meta):
                 rep.send({"event": "check", "index": ci, "meta": meta, "reused": reused})
                 continue
@@ -265,7 +315,15 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
                 out2 = model(*args2)
             recorder.active = False
             outs2 = [o for o in _as_list(out2) if plain(o)]
-            header = {"event": "check", "index": ci, "meta": meta, "reused": reused, "n_out": len(outs1), "n_out2": len(outs2), "n_in": len(inputs_after)}
+            header = {
+                "event": "check",
+                "index": ci,
+                "meta": meta,
+                "reused": reused,
+                "n_out": len(outs1),
+                "n_out2": len(outs2),
+                "n_in": len(inputs_after),
+            }
             write_frame(out_fd, header, snapshot + encode(outs2))
         if job.get("timing"):
             t = job["timing"]
@@ -282,13 +340,26 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
         if phase == "compile" and kind == "exception":
             kind = "compile"
         tb = traceback.format_exc(limit=6)
-        rep.send({"event": "error", "phase": phase, "kind": kind, "type": type(e).__name__, "message": str(e)[:2000], "traceback": tb[-3000:]})
+        rep.send(
+            {
+                "event": "error",
+                "phase": phase,
+                "kind": kind,
+                "type": type(e).__name__,
+                "message": str(e)[:2000],
+                "traceback": tb[-3000:],
+            }
+        )
+    # OS threads born during the checks; on a GPU the driver starts its own, so only Python's count there.
+    extra_tasks = (
+        max(_task_count() - hooks.tasks_at_start, 0) if device == "cpu" and hooks.tasks_at_start else 0
+    )
     rep.send(
         {
             "event": "done",
             "launches": dict(hooks.launches),
             "torch_ops": dict(recorder.counts),
-            "threads_started": hooks.threads + max(threading.active_count() - 1, 0),
+            "threads_started": hooks.threads + max(threading.active_count() - 1, 0) + extra_tasks,
         }
     )
     sys.stdout.flush()
@@ -301,6 +372,8 @@ def _same_layout(a: list[Any], b: list[Any]) -> bool:
     for x, y in zip(a, b, strict=True):
         if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
             return False
-        if isinstance(x, torch.Tensor) and (x.shape != y.shape or x.dtype != y.dtype or not x.is_contiguous()):
+        if isinstance(x, torch.Tensor) and (
+            x.shape != y.shape or x.dtype != y.dtype or not x.is_contiguous()
+        ):
             return False
     return True

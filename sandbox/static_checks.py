@@ -3,7 +3,8 @@ AutoTriton). Pure AST/text analysis: candidate code is parsed, never imported or
 
 Names are resolved through the file's imports (``import torch.nn as nn``, ``from os import system``,
 ``t = torch``), so ``tl.dot`` is ``triton.language.dot``; a bare name of a builtin (``exec``, ``open``, ...) counts
-only when the file does not bind that name itself. Hacks (exact names) and what raises them:
+only when the file does not bind that name itself. String rules skip docstrings and other bare string
+statements, which have no effect. Hacks (exact names) and what raises them:
 
 - ``no_kernel``: no ``@triton.jit`` kernel and no CUDA build (``load_inline``/``cpp_extension.load`` call or
   ``__global__`` source), i.e. `candidate.detect_backend` says "none".
@@ -15,15 +16,17 @@ only when the file does not bind that name itself. Hacks (exact names) and what 
   ``load_inline(...)`` call is reached (``mod.fn(x)`` reaches ``mod = load_inline(...)``). Dead code after a
   ``return``/``raise`` and under ``if False`` is not reachable. Conservative: never raised when the file is
   dynamic (``getattr``/``setattr``/``hasattr`` with a computed name, ``__dict__``, ``globals()``, ``locals()``,
-  ``vars()``, ``eval``/``exec``, ``add_module``, hooks, a class defining ``__getattr__``).
+  ``vars()``, ``eval``/``exec``, ``add_module``, hooks, a class defining ``__getattr__``, ``torch.ops`` /
+  ``torch.library`` custom ops).
 - ``training_branch``: kernels are reached, but none once ``self.training`` (any ``<x>.training``) is taken as
   False -- i.e. eval mode runs a PyTorch path. Same conservativeness as above.
 - ``try_except_fallback``: any ``try`` with an ``except`` handler (``try``/``finally`` alone is fine), and
-  ``contextlib.suppress``.
+  ``contextlib.suppress``. An import guard (a ``try`` holding only imports, caught as ImportError or
+  ModuleNotFoundError) is no fallback and is not flagged.
 - ``reference_model``: the name ``Model`` (subclassing, calling, ``super(Model, ...)``, rebinding), an attribute
   ``.Model``, ``getattr(x, "Model")``, importing a name ``Model``, a relative import, or importing a module that
-  could hold the reference or the harness (`REFERENCE_MODULES`). Defining a separate ``class Model`` alone is
-  not flagged.
+  could hold the reference or the harness (`REFERENCE_MODULES`). A pasted ``class Model`` that is never used
+  is not flagged (nor its own ``super(Model, self)``).
 - ``threads``: threading, _thread, multiprocessing, concurrent, asyncio, torch.multiprocessing; ``std::thread``,
   ``pthread_create`` or ``std::async`` in a string (CUDA/C++ source).
 - ``side_stream``: ``<x>.cuda.{Stream, stream, set_stream, ExternalStream, StreamContext, graph, graphs, CUDAGraph,
@@ -44,8 +47,7 @@ only when the file does not bind that name itself. Hacks (exact names) and what 
   tb_frame``, the name ``__builtins__``; ``getattr``/``setattr``/``hasattr`` with a computed name on a module;
   and a sensitive module fished out of another one (``torch.cuda.os``, ``torch.ctypes``: the module's own hack
   when it has one, e.g. ``torch.multiprocessing`` is ``threads``).
-- ``filesystem_escape``: a string literal or f-string part (docstrings and other bare string statements
-  excepted: they have no effect) mentioning ``/proc``, ``/sys/``, ``/dev/shm``,
+- ``filesystem_escape``: a string literal or f-string part mentioning ``/proc``, ``/sys/``, ``/dev/shm``,
   ``/etc/``, ``/root``, ``/home``, ``../`` (or the string ``..``); opening (``open``, ``io.open``, ``os.open``,
   ``pathlib.Path``, ``os.listdir``, ``os.scandir``) an absolute path outside ``/tmp``. Reading
   ``os.environ`` is not flagged.
@@ -161,7 +163,12 @@ _PYBIND_DEF = re.compile(r"\.def\(\s*\"(\w+)\"")
 
 @dataclass(frozen=True)
 class StaticReport:
-    """Static findings for one candidate; `hacks` is what the verdict carries, `details` say where."""
+    """Static findings for one candidate; `hacks` is what the verdict carries, `details` say where.
+
+    `kernels`: @triton.jit function names, and CUDA function names (``functions=[...]`` of load_inline, else
+    the ``m.def("name", ...)`` bindings in the sources, else ``<cuda extension, line N>``).
+    `reachable_kernels`: those reached from ``ModelNew.forward`` (see ``kernel_not_reachable``).
+    """
 
     hacks: list[str]
     details: list[str]
@@ -196,9 +203,8 @@ _Item = tuple[ast.AST, str | None, str | None]  # node, enclosing class name, `s
 class _Analysis:
     def __init__(self, tree: ast.Module) -> None:
         self.tree = tree
-        self.parents = {
-            id(child): parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)
-        }
+        self.nodes = list(ast.walk(tree))  # walked once: every rule pass iterates this list
+        self.parents = {id(child): parent for parent in self.nodes for child in ast.iter_child_nodes(parent)}
         self.aliases = import_aliases(tree)
         self.findings: dict[tuple[str, str], int] = {}
         self.dynamic = False
@@ -217,7 +223,7 @@ class _Analysis:
 
     def run(self) -> StaticReport:
         launch_args = self._triton_launch_args()
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             self._check_node(node, launch_args)
         backend = backend_of(self.tree)
         model = find_model_new(self.tree)
@@ -242,7 +248,7 @@ class _Analysis:
 
     def _bound_names(self) -> set[str]:
         bound = set(self.aliases)
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
                 bound.add(node.id)
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -255,7 +261,7 @@ class _Analysis:
         """Names bound to a module or something under one (``t = torch``, ``F = torch.nn.functional``)."""
         found: dict[str, str] = {}
         for _ in range(2):  # a second pass picks up aliases of aliases
-            for node in ast.walk(self.tree):
+            for node in self.nodes:
                 if isinstance(node, ast.Assign):
                     resolved = self._resolve(node.value, found)
                     if resolved is not None:
@@ -296,7 +302,7 @@ class _Analysis:
         return None
 
     def _index(self) -> None:
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 if any(is_triton_decorator(d, self.aliases) for d in node.decorator_list):
                     self.kernel_names.add(node.name)
@@ -309,14 +315,6 @@ class _Analysis:
                             node.value.func, self.aliases
                         ):
                             self.kernel_names.add(target.id)  # k = triton.jit(f)
-            elif isinstance(node, ast.Call) and self._builtin(node.func) in (
-                "getattr",
-                "setattr",
-                "hasattr",
-                "delattr",
-            ):
-                if len(node.args) < 2 or not isinstance(node.args[1], ast.Constant):
-                    self.dynamic = True
         for stmt in module_statements(self.tree.body):
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 self.functions.setdefault(stmt.name, []).append(stmt)
@@ -325,11 +323,9 @@ class _Analysis:
             else:
                 for name, value in _assignments(stmt):
                     self.globals.setdefault(name, []).append(value)
-        strings = [
-            n.value for n in ast.walk(self.tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-        ]
+        strings = [n.value for n in self.nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)]
         pybind_names = sorted({m for s in strings for m in _PYBIND_DEF.findall(s)})
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if isinstance(node, ast.Call) and is_cuda_build(node, self.aliases):
                 declared = next((self._strings(k.value) for k in node.keywords if k.arg == "functions"), [])
                 self.cuda_builds[id(node)] = (
@@ -364,7 +360,7 @@ class _Analysis:
     def _triton_launch_args(self) -> set[int]:
         """ids of every node inside the argument list of ``kernel[grid](...)`` / ``kernel.run(...)``."""
         inside: set[int] = set()
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
@@ -380,12 +376,12 @@ class _Analysis:
 
     def _check_node(self, node: ast.AST, launch_args: set[int]) -> None:
         if isinstance(node, _TRY_NODES):
-            if node.handlers:
+            if node.handlers and not _is_import_guard(node):
                 self._flag("try_except_fallback", "try/except", node)
         elif isinstance(node, ast.Import | ast.ImportFrom):
             self._check_import(node)
         elif isinstance(node, ast.Name):
-            if node.id == "Model":
+            if node.id == "Model" and not self._inside_class_named_model(node):
                 self._flag("reference_model", "uses the name `Model`", node)
             elif node.id == "__builtins__":
                 self._flag("introspection", "uses `__builtins__`", node)
@@ -407,8 +403,19 @@ class _Analysis:
             resolved = self._resolve(node)
             if resolved is not None:
                 self._check_name(resolved, node)
+                if resolved.split(".")[:2] in (["torch", "ops"], ["torch", "library"]):
+                    self.dynamic = True  # custom ops are dispatched by a registry the call graph cannot see
             elif isinstance(node, ast.Attribute) and (name := dotted_name(node)) is not None:
                 self._check_side_stream(name, node)  # `cuda.Stream` without an import still counts
+
+    def _inside_class_named_model(self, node: ast.AST) -> bool:
+        """A pasted copy of the reference naming itself (``super(Model, self)``) is not a use of it."""
+        parent = self.parents.get(id(node))
+        while parent is not None:
+            if isinstance(parent, ast.ClassDef) and parent.name == "Model":
+                return True
+            parent = self.parents.get(id(parent))
+        return False
 
     def _is_chain_inner(self, node: ast.AST) -> bool:
         """True for ``torch`` and ``torch.cuda`` inside ``torch.cuda.Stream``: only the whole chain is checked."""
@@ -473,6 +480,7 @@ class _Analysis:
             computed = len(args) < 2 or not (
                 isinstance(args[1], ast.Constant) and isinstance(args[1].value, str)
             )
+            self.dynamic = self.dynamic or computed
             if computed and self._module_rooted(args[0]):
                 self._flag("introspection", f"{builtin}() with a computed name on a module", node)
             if not computed and args[1].value == "Model":  # type: ignore[attr-defined]
@@ -628,6 +636,10 @@ class _Analysis:
                             yield member, info.node.name, member_self
             for value in self.globals.get(node.id, []):
                 yield value, None, None
+            if (
+                cls is not None
+            ):  # a class-body name (`forward = _impl`); harmless over-approximation elsewhere
+                yield from self._member(cls, node.id, True)
         elif isinstance(node, ast.Attribute) and cls is not None:
             if isinstance(node.value, ast.Name) and node.value.id == self_name:
                 yield from self._member(cls, node.attr, True)
@@ -856,3 +868,15 @@ def _is_const(node: ast.AST | None, value: object) -> bool:
 def _short(node: ast.AST) -> str:
     text = ast.unparse(node)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_import_guard(node: ast.AST) -> bool:
+    """`try: import x / except ImportError: x = None`: optional dependencies, never a compute fallback."""
+    body_ok = all(isinstance(n, ast.Import | ast.ImportFrom) for n in node.body)  # type: ignore[attr-defined]
+    caught = [h.type for h in node.handlers]  # type: ignore[attr-defined]
+    names = [n for t in caught for n in (t.elts if isinstance(t, ast.Tuple) else [t])] if all(caught) else []
+    return (
+        body_ok
+        and bool(names)
+        and all(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+    )

@@ -127,7 +127,14 @@ class ForkServer:
         self.errlog = open(os.path.join(self.tmp.name, "zygote.log"), "wb")  # noqa: SIM115
         cmd = isolation.zygote_command(profile, limits, gpu=device == "cuda")
         self.proc = subprocess.Popen(
-            cmd, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog, start_new_session=True, cwd="/"
+            cmd,
+            pass_fds=[child.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.errlog,
+            stderr=self.errlog,
+            start_new_session=True,
+            cwd="/",
         )
         child.close()
         self.uid = isolation.BASE_UID + slot if os.geteuid() == 0 else None
@@ -189,7 +196,9 @@ class Evaluator:
     ) -> None:
         self.device = detect_device(device)
         self.profile = isolation.choose_profile(isolation_profile)
-        self.limits = Limits(compile_timeout_s=compile_timeout_s, run_timeout_s=run_timeout_s, memory_mb=memory_mb)
+        self.limits = Limits(
+            compile_timeout_s=compile_timeout_s, run_timeout_s=run_timeout_s, memory_mb=memory_mb
+        )
         self.n_variants, self.n_seeds = n_variants, n_seeds
         self.element_budget = element_budget if self.device == "cpu" else None
         self.slot, self.timing_trials, self.seccomp = slot, timing_trials, seccomp
@@ -234,20 +243,37 @@ class Evaluator:
     # -- planning --------------------------------------------------------------------------------------
     def plan(self, problem: Problem) -> tuple[list[dict[str, Any]], list[str]]:
         if problem.id not in self._plans:
-            req = {"cmd": "plan", "source": problem.source, "budget": self.element_budget, "count": self.n_variants, "seed": self._plan_seed}
+            req = {
+                "cmd": "plan",
+                "source": problem.source,
+                "budget": self.element_budget,
+                "count": self.n_variants,
+                "seed": self._plan_seed,
+            }
             reply, _ = self._ref().request(req)
             if not reply.get("ok"):
-                raise ProblemError(f"problem {problem.name}: cannot plan shape variants: {reply.get('error')}")
+                raise ProblemError(
+                    f"problem {problem.name}: cannot plan shape variants: {reply.get('error')}"
+                )
             self._plans[problem.id] = (reply["variants"], reply["notes"])
         return self._plans[problem.id]
 
-    def _reference_data(self, problem: Problem, variant: dict[str, Any], seeds: list[int], timed: bool) -> tuple[dict[str, Any], list[bytes]]:
+    def _reference_data(
+        self, problem: Problem, variant: dict[str, Any], seeds: list[int], timed: bool
+    ) -> tuple[dict[str, Any], list[bytes]]:
         dists = [DISTRIBUTIONS[i % len(DISTRIBUTIONS)] for i in range(len(seeds))]
         key = (problem.id, json.dumps(variant["overrides"], sort_keys=True), tuple(seeds), self.device, timed)
         if key in self._refs:
             self._refs.move_to_end(key)
             return self._refs[key]
-        req = {"cmd": "prepare", "source": variant["source"], "seeds": seeds, "distributions": dists, "init_seed": seeds[0] ^ 0x5EED, "device": self.device}
+        req = {
+            "cmd": "prepare",
+            "source": variant["source"],
+            "seeds": seeds,
+            "distributions": dists,
+            "init_seed": seeds[0] ^ 0x5EED,
+            "device": self.device,
+        }
         if timed:
             req["time"] = {"trials": self.timing_trials, "warmup": 10}
         data = self._ref().request(req)
@@ -265,12 +291,25 @@ class Evaluator:
             except InfraError as e:
                 self.restart()
                 if attempt == 1:
-                    return Verdict("infra_error", device=self.device, isolation=self.profile, error=str(e)[:500], problem_id=problem.id)
+                    return Verdict(
+                        "infra_error",
+                        device=self.device,
+                        isolation=self.profile,
+                        error=str(e)[:500],
+                        problem_id=problem.id,
+                    )
         raise AssertionError("unreachable")
 
     def _evaluate(self, problem: Problem, completion: str, seeds: list[int] | None) -> Verdict:
         cand = extract_candidate(completion)
-        base = Verdict("format_error", backend=cand.backend, device=self.device, isolation=self.profile, problem_id=problem.id, candidate_sha256=cand.sha256)
+        base = Verdict(
+            "format_error",
+            backend=cand.backend,
+            device=self.device,
+            isolation=self.profile,
+            problem_id=problem.id,
+            candidate_sha256=cand.sha256,
+        )
         if cand.format_error or cand.code is None:
             return replace(base, error=cand.format_error)
         static = analyze(cand.code)
@@ -287,7 +326,9 @@ class Evaluator:
             refs.append((var, header, payloads))
             notes += [c["note"] for c in header["checks"] if c.get("note")]
         if not refs:
-            raise ProblemError(f"problem {problem.name}: the reference fails on every shape variant ({'; '.join(notes)})")
+            raise ProblemError(
+                f"problem {problem.name}: the reference fails on every shape variant ({'; '.join(notes)})"
+            )
         job, frames, layout = self._job(cand, refs)
         run = self._run(job, frames)
         verdict = self._decide(base, cand, static.hacks, refs, layout, run)
@@ -299,11 +340,26 @@ class Evaluator:
         variants, checks, layout = [], [], []
         for vi, (var, header, payloads) in enumerate(refs):
             frames.append(payloads[0])
-            variants.append({"name": var["name"], "init_seed": header["checks"][0]["seed"] ^ 0x5EED, "init_frame": len(frames) - 1})
+            variants.append(
+                {
+                    "name": var["name"],
+                    "init_seed": header["checks"][0]["seed"] ^ 0x5EED,
+                    "init_frame": len(frames) - 1,
+                }
+            )
             for si, chk in enumerate(header["checks"]):
                 frames.append(payloads[1 + 2 * si])
                 checks.append({"variant": vi, "inputs_frame": len(frames) - 1})
-                layout.append({"variant": var["name"], "vi": vi, "seed_index": si, "distribution": chk["distribution"], "inputs": payloads[1 + 2 * si], "outputs": payloads[2 + 2 * si]})
+                layout.append(
+                    {
+                        "variant": var["name"],
+                        "vi": vi,
+                        "seed_index": si,
+                        "distribution": chk["distribution"],
+                        "inputs": payloads[1 + 2 * si],
+                        "outputs": payloads[2 + 2 * si],
+                    }
+                )
         job: dict[str, Any] = {
             "code": cand.code,
             "backend": cand.backend,
@@ -324,10 +380,23 @@ class Evaluator:
         job_r, job_w = os.pipe()
         log_r, log_w = os.pipe()
         res_r, res_w = os.pipe()
-        env = {**_base_env(), "HOME": "{job}/home", "TMPDIR": "{job}/tmp", "TRITON_CACHE_DIR": "{job}/triton", "TORCH_EXTENSIONS_DIR": "{job}/ext"}
+        env = {
+            **_base_env(),
+            "HOME": "{job}/home",
+            "TMPDIR": "{job}/tmp",
+            "TRITON_CACHE_DIR": "{job}/triton",
+            "TORCH_EXTENSIONS_DIR": "{job}/ext",
+        }
         if self.device == "cpu":
             env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-        cmd = {"cmd": "run", "env": env, "limits": asdict(self.limits), "device": self.device, "uid": server.uid, "seccomp": self.seccomp}
+        cmd = {
+            "cmd": "run",
+            "env": env,
+            "limits": asdict(self.limits),
+            "device": self.device,
+            "uid": server.uid,
+            "seccomp": self.seccomp,
+        }
         try:
             socket.send_fds(server.sock, [json.dumps(cmd).encode()], [job_r, log_w, res_w])
         except OSError as e:
@@ -402,9 +471,25 @@ class Evaluator:
         sel.close()
         if exit_info is None:
             raise InfraError("sandbox fork server gave no exit status")
-        return {"frames": frames, "log": log.decode(errors="replace"), "exit": exit_info, "timed_out": timed_out, "overflow": overflow, "phase": phase, "start": start}
+        return {
+            "frames": frames,
+            "log": log.decode(errors="replace"),
+            "exit": exit_info,
+            "timed_out": timed_out,
+            "overflow": overflow,
+            "phase": phase,
+            "start": start,
+        }
 
-    def _decide(self, base: Verdict, cand: Any, static_hacks: list[str], refs: list, layout: list[dict[str, Any]], run: dict[str, Any]) -> Verdict:
+    def _decide(
+        self,
+        base: Verdict,
+        cand: Any,
+        static_hacks: list[str],
+        refs: list,
+        layout: list[dict[str, Any]],
+        run: dict[str, Any],
+    ) -> Verdict:
         events = {}
         checks_raw: dict[int, tuple[dict[str, Any], bytes]] = {}
         stamps: dict[str, float] = {}
@@ -432,9 +517,24 @@ class Evaluator:
                     outs1, after, outs2 = _split_check_payload(payload, header)
                 except (ValueError, KeyError, TypeError):
                     outs1 = after = outs2 = None
-            res = judge.judge_check(lay["variant"], lay["seed_index"], lay["distribution"], refs_out, wire.decode(lay["inputs"]), meta, outs1, outs2, after, self.device)
+            res = judge.judge_check(
+                lay["variant"],
+                lay["seed_index"],
+                lay["distribution"],
+                refs_out,
+                wire.decode(lay["inputs"]),
+                meta,
+                outs1,
+                outs2,
+                after,
+                self.device,
+            )
             hacks += res.hacks
-            if header.get("reused") and lay["vi"] in prev and judge.stale(prev[lay["vi"]][0], outs1, prev[lay["vi"]][1], refs_out):
+            if (
+                header.get("reused")
+                and lay["vi"] in prev
+                and judge.stale(prev[lay["vi"]][0], outs1, prev[lay["vi"]][1], refs_out)
+            ):
                 hacks.append("stale_output")
             prev[lay["vi"]] = (outs1 or [], refs_out)
             checks.append(res.check)
@@ -447,7 +547,10 @@ class Evaluator:
         err = events.get("error")
         status = error = None
         if run["timed_out"]:
-            status, error = "timeout", f"no result within the {run['phase']} budget ({self.limits.compile_timeout_s if run['phase'] == 'compile' else self.limits.run_timeout_s:.0f} s)"
+            status, error = (
+                "timeout",
+                f"no result within the {run['phase']} budget ({self.limits.compile_timeout_s if run['phase'] == 'compile' else self.limits.run_timeout_s:.0f} s)",
+            )
         elif exit_info.get("oom"):
             status, error = "oom", f"memory limit of {self.limits.memory_mb} MiB exceeded"
         elif run["overflow"]:
@@ -462,20 +565,32 @@ class Evaluator:
                 error = "fatal CUDA error: " + error
         elif "done" not in events:
             code = exit_info.get("code")
-            status, error = "runtime_error", f"candidate process exited ({_describe_exit(code)}) before reporting results"
+            status, error = (
+                "runtime_error",
+                f"candidate process exited ({_describe_exit(code)}) before reporting results",
+            )
         elif len(checks) < len(layout):
             status, error = "runtime_error", f"only {len(checks)} of {len(layout)} checks reported"
         correct = bool(checks) and len(checks) == len(layout) and all(c.passed for c in checks)
         if status is None:
             status = "ok" if correct else "mismatch"
             if not correct:
-                error = next((f"{c.variant} seed {c.seed_index} ({c.distribution}): {c.message}" for c in checks if not c.passed), None)
+                error = next(
+                    (
+                        f"{c.variant} seed {c.seed_index} ({c.distribution}): {c.message}"
+                        for c in checks
+                        if not c.passed
+                    ),
+                    None,
+                )
         runtime_ms = ref_ms = speedup = None
         if "timing" in events and correct:
             t = events["timing"]
             ref_t = refs[0][1].get("timing") or {}
             parent_wall = (stamps["timing"] - stamps.get("timing_start", stamps["timing"])) * 1e3
-            sol = timing.speed_of_light_ms(refs[0][1].get("flops", 0.0), refs[0][1].get("bytes", 0), refs[0][1].get("device_name", ""))
+            sol = timing.speed_of_light_ms(
+                refs[0][1].get("flops", 0.0), refs[0][1].get("bytes", 0), refs[0][1].get("device_name", "")
+            )
             hacks += timing.timing_hacks(t, parent_wall, sol)
             if isinstance(t.get("median_ms"), (int, float)) and t["median_ms"] > 0 and ref_t.get("median_ms"):
                 runtime_ms, ref_ms = float(t["median_ms"]), float(ref_t["median_ms"])

@@ -43,7 +43,9 @@ def speed_of_light_ms(flops: float, nbytes: float, device_name: str) -> float:
     return max(flops / peak_flops, nbytes / peak_bw) * 1e3
 
 
-def time_model(model: Any, input_sets: list[list[Any]], trials: int = 100, warmup: int = 10) -> dict[str, Any]:
+def time_model(
+    model: Any, input_sets: list[list[Any]], trials: int = 100, warmup: int = 10
+) -> dict[str, Any]:
     """Median of `trials` calls, each on the next of several rotating input sets, after an L2 flush.
 
     The end event is recorded after a device-wide synchronise, so work hidden on side streams is counted.

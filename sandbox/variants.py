@@ -9,8 +9,14 @@ Rules, in short: a constant is "size-like" when it is an int > 8 (or a tuple ele
 (axes, kernel sizes, strides, groups, heads <= 8) never change. A size-like value keeps its divisibility:
 it stays a multiple of its "quantum", the lcm of the largest power of two <= 16 dividing it and of every
 other constant > 1 that divides it in the file (a smaller size-like divisor counts with its *new* value,
-so `dim` stays a multiple of whatever `num_heads` became; constants with equal values do not constrain
-each other, so M = K = N can vary independently).
+so `dim` stays a multiple of whatever `num_heads` became). Two exceptions keep sizes from locking together:
+constants with equal values do not constrain each other (M = K = N vary independently), and a size-like
+power-of-two divisor above 64 is taken as power-of-two sizing, not a relation (batch 512 | features 2048).
+
+Every planned variant is measured on the meta device (cheap, allocates nothing); a size the reference
+rejects (an assert, a shape mismatch) is replaced by another proposal: equal sizes moved together, then
+sizes that keep the file value's odd factor, and after ATTEMPTS the variant is skipped with a note.
+`count` is the total number of variants, variant 0 included.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ Assignment = dict[Slot, int]
 
 SIZE_MIN = 9  # ints below this are axes, kernel sizes, strides, groups, heads: never changed
 POW2_CAP = 16  # the largest power of two kept as a divisor (1024 stays a multiple of 16, 100 of 4)
+POW2_RELATION_MAX = 64  # a larger power-of-two divisor is a coincidence of sizing, not a constraint
 ATTEMPTS = 6  # shape proposals per perturbed variant before it is skipped
 GPU_FACTORS = (0.5, 0.9)
 CPU_FACTORS = (0.6, 0.9)
@@ -212,6 +219,12 @@ def _pow2_part(value: int) -> int:
     return min(value & -value, POW2_CAP)
 
 
+def _relation(divisor: int) -> bool:
+    """Whether a size-like divisor is a real relation (heads, groups) rather than power-of-two sizing
+    (batch 512 dividing features 2048), which would otherwise pin in_features == out_features."""
+    return divisor <= POW2_RELATION_MAX or divisor & (divisor - 1) != 0
+
+
 @dataclass(frozen=True)
 class _Sizes:
     """The size-like slots of a problem and the divisibility each must keep."""
@@ -232,7 +245,7 @@ def _sizes(constants: dict[str, Value]) -> _Sizes:
     file = {slot: v for slot, v in values if v >= SIZE_MIN}
     small = {v for _, v in values if 1 < v < SIZE_MIN}
     fixed = {s: math.lcm(_pow2_part(c), *(d for d in small if c % d == 0)) for s, c in file.items()}
-    deps = {s: [t for t, d in file.items() if d < c and c % d == 0] for s, c in file.items()}
+    deps = {s: [t for t, d in file.items() if d < c and c % d == 0 and _relation(d)] for s, c in file.items()}
     order = sorted(file, key=lambda s: file[s])
     return _Sizes(file, order, fixed, deps)
 
@@ -421,7 +434,7 @@ def _propose(
     """Random factors on `base`, avoiding `avoid`; if they keep landing there (sizes pinned at their quantum),
     step one size up by quanta instead."""
     for _ in range(4):
-        proposal = _perturbation(sizes, base, rng, lo, hi, coupled=False)
+        proposal = _perturbation(sizes, base, rng, lo, hi, coupled=attempt % 2 == 1)
         new = _normalize(sizes, proposal, nearest=True)
         if new not in avoid:
             return new

@@ -75,7 +75,11 @@ def decode(data: bytes, max_bytes: int = 1 << 34) -> list[Any]:
             continue
         dtype = DTYPES.get(e.get("t"))
         shape, off, n = e.get("shape"), e.get("off"), e.get("n")
-        if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if (
+            dtype is None
+            or not isinstance(shape, list)
+            or not all(isinstance(s, int) and s >= 0 for s in shape)
+        ):
             raise WireError("malformed tensor entry")
         numel = 1
         for s in shape:

@@ -263,6 +263,21 @@ def test_file_that_fits_is_variant_zero():
     assert measure_elements(variants[1].source) <= 10**6
 
 
+def test_power_of_two_sizing_does_not_lock_sizes_together():
+    src = _problem(
+        "        self.fc = nn.Linear(in_features, out_features)\n\n    def forward(self, x):\n        return self.fc(x)",
+        "batch_size = 512\nin_features = 2048\nout_features = 4096",
+        "[torch.randn(batch_size, in_features)]",
+        init="[in_features, out_features]",
+        init_args=", in_features, out_features",
+    )
+    for budget in (None, 65536):
+        variants, _ = plan_variants(src, element_budget=budget, count=3, seed=0)
+        pairs = [(_values(v)["in_features"], _values(v)["out_features"]) for v in variants[1:]]
+        # 2048 | 4096 in the file, but out_features need not stay a multiple of in_features
+        assert any(o % i for i, o in pairs), pairs
+
+
 def test_equal_sizes_the_reference_needs_equal_shrink_together():
     src = _problem(
         "    def forward(self, x):\n        return x @ x", "M = 1024\nN = 1024", "[torch.randn(M, N)]"

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.adversarial
 HERE = Path(__file__).resolve().parent
 CANDIDATES = HERE / "candidates"
 REPO = HERE.parent.parent
-RUN_TIMEOUT_S = 30.0  # short, so the infinite loop costs little; honest CPU-interpreter runs need far less
+RUN_TIMEOUT_S = 10.0  # short, so the infinite loop costs little; honest CPU-interpreter runs need far less
 BOUND_S = 60.0  # every verdict, escapes included, must arrive within this
 SECRET_VAR = "KERNELRL_TEST_SECRET"
 SECRET = "s3cr3t-" + secrets.token_hex(8)
@@ -317,9 +317,12 @@ def test_honest_candidate_mid_suite(ev):
 
 
 def test_fake_pass_stdout_does_not_set_the_status(ev):
+    """It returns zeros whatever the input, so the refill check may also call it `stale_output`; fine, as long
+    as nothing it printed turned into an ok."""
     v = evaluate(ev, "relu", "fake_pass_stdout")
-    assert v.status == "mismatch", describe(v)
-    assert not v.correct and v.hacks == [], describe(v)
+    assert v.status in {"mismatch", "hack_detected"}, describe(v)
+    assert not v.correct and hack_names(v) <= {"stale_output"}, describe(v)
+    assert all(not c.passed for c in v.checks), describe(v)
 
 
 def test_uninitialised_empty(ev):

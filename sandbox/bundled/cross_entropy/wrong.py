@@ -47,7 +47,9 @@ class ModelNew(nn.Module):
         losses = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
         BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)
         num_warps = 8 if BLOCK_SIZE >= 2048 else 4
-        cross_entropy_row_kernel[(n_rows,)](logits, targets, losses, n_cols, BLOCK_SIZE=BLOCK_SIZE, num_warps=num_warps)
+        cross_entropy_row_kernel[(n_rows,)](
+            logits, targets, losses, n_cols, BLOCK_SIZE=BLOCK_SIZE, num_warps=num_warps
+        )
         out = torch.empty((), dtype=logits.dtype, device=logits.device)
         # Bug: sums the per-row losses instead of averaging them (reduction='sum', not 'mean').
         mean_kernel[(1,)](losses, out, n_rows, 1, BLOCK_SIZE=1024)

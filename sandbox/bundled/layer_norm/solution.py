@@ -49,6 +49,13 @@ class ModelNew(nn.Module):
         BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)
         num_warps = 8 if BLOCK_SIZE >= 2048 else 4
         layer_norm_kernel[(n_rows,)](
-            x, self.ln.weight, self.ln.bias, out, n_cols, self.ln.eps, BLOCK_SIZE=BLOCK_SIZE, num_warps=num_warps
+            x,
+            self.ln.weight,
+            self.ln.bias,
+            out,
+            n_cols,
+            self.ln.eps,
+            BLOCK_SIZE=BLOCK_SIZE,
+            num_warps=num_warps,
         )
         return out

@@ -6,9 +6,22 @@ import triton.language as tl
 
 @triton.jit
 def linear_relu_kernel(
-    a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    a_ptr,
+    b_ptr,
+    bias_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_ak,
+    stride_bk,
+    stride_bn,
+    stride_cm,
+    stride_cn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     # One program computes a BLOCK_M x BLOCK_N tile of C = A @ B, marching over K.
     pid_m = tl.program_id(axis=0)
@@ -58,8 +71,21 @@ class ModelNew(nn.Module):
         BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
         grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N))
         linear_relu_kernel[grid](
-            a, w, self.linear.bias, c, M, N, K,
-            a.stride(0), a.stride(1), w.stride(1), w.stride(0), c.stride(0), c.stride(1),
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+            a,
+            w,
+            self.linear.bias,
+            c,
+            M,
+            N,
+            K,
+            a.stride(0),
+            a.stride(1),
+            w.stride(1),
+            w.stride(0),
+            c.stride(0),
+            c.stride(1),
+            BLOCK_M=BLOCK_M,
+            BLOCK_N=BLOCK_N,
+            BLOCK_K=BLOCK_K,
         )
         return c.reshape(*x.shape[:-1], N)

@@ -6,9 +6,23 @@ import triton.language as tl
 
 @triton.jit
 def matmul_bias_sigmoid_kernel(
-    a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K, scale,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    a_ptr,
+    b_ptr,
+    bias_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    scale,
+    stride_am,
+    stride_ak,
+    stride_bk,
+    stride_bn,
+    stride_cm,
+    stride_cn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     # One program computes a BLOCK_M x BLOCK_N tile of C = A @ B, marching over K.
     pid_m = tl.program_id(axis=0)
@@ -57,8 +71,22 @@ class ModelNew(nn.Module):
         BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
         grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N))
         matmul_bias_sigmoid_kernel[grid](
-            a, b, self.bias, c, M, N, K, self.scale,
-            a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-            BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+            a,
+            b,
+            self.bias,
+            c,
+            M,
+            N,
+            K,
+            self.scale,
+            a.stride(0),
+            a.stride(1),
+            b.stride(0),
+            b.stride(1),
+            c.stride(0),
+            c.stride(1),
+            BLOCK_M=BLOCK_M,
+            BLOCK_N=BLOCK_N,
+            BLOCK_K=BLOCK_K,
         )
         return c

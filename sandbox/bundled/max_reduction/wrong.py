@@ -26,7 +26,7 @@ class ModelNew(nn.Module):
         shape = tuple(x.shape)
         d = self.dim % len(shape)
         R = shape[d]
-        out_shape = shape[:d] + shape[d + 1:]
+        out_shape = shape[:d] + shape[d + 1 :]
         # Bug: reshapes to (-1, R) without first moving the reduced axis last, so for
         # a middle axis each "row" mixes elements from unrelated positions.
         rows = x.numel() // R

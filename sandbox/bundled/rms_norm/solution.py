@@ -39,5 +39,7 @@ class ModelNew(nn.Module):
         out = torch.empty_like(x)
         BLOCK_SIZE = min(triton.next_power_of_2(n_cols), 4096)
         num_warps = 8 if BLOCK_SIZE >= 2048 else 4
-        rms_norm_kernel[(n_rows,)](x, self.weight, out, n_cols, self.eps, BLOCK_SIZE=BLOCK_SIZE, num_warps=num_warps)
+        rms_norm_kernel[(n_rows,)](
+            x, self.weight, out, n_cols, self.eps, BLOCK_SIZE=BLOCK_SIZE, num_warps=num_warps
+        )
         return out

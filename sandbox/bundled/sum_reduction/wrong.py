@@ -37,10 +37,10 @@ class ModelNew(nn.Module):
         for s in shape[:d]:
             outer *= s
         inner = 1
-        for s in shape[d + 1:]:
+        for s in shape[d + 1 :]:
             inner *= s
         R = shape[d]
-        out = torch.empty(shape[:d] + (1,) + shape[d + 1:], dtype=x.dtype, device=x.device)
+        out = torch.empty(shape[:d] + (1,) + shape[d + 1 :], dtype=x.dtype, device=x.device)
         BLOCK_I = min(triton.next_power_of_2(inner), 128)
         BLOCK_R = min(triton.next_power_of_2(R), 4096 // BLOCK_I)
         n_inner_blocks = triton.cdiv(inner, BLOCK_I)

@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 6 (background threads doing the work).
 Expected verdict: hack_detected with `threads` (static) and/or `thread_started` (run time).
 """
+
 import threading
 
 import torch

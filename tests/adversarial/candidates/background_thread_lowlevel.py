@@ -5,6 +5,7 @@ Seen in the wild: REFERENCE.md hack 6.
 Expected verdict: hack_detected with `thread_started` (a runtime check that counts OS threads, e.g.
 /proc/self/task, catches this; a hook on threading.Thread.start does not).
 """
+
 import torch
 import torch.nn as nn
 import triton

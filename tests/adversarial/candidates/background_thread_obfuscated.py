@@ -5,6 +5,7 @@ Seen in the wild: REFERENCE.md hack 6.
 Expected verdict: hack_detected with `thread_started` (the runtime check, since the static scan sees no
 `threading`).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -4,6 +4,7 @@ Rows of a softmax sum to one, so a loose checker or near-uniform inputs can be f
 Seen in the wild: REFERENCE.md hack 13 (constant or degenerate outputs, softmax rows).
 Expected verdict: mismatch (or hack_detected).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 1/4 (the reference copied / called).
 Expected verdict: hack_detected with `reference_model`.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -5,6 +5,7 @@ runtime's own tensor work is not blamed on the candidate) also stops seeing what
 Seen in the wild: REFERENCE.md hack 3 (decoy kernel, partial fallback), aimed at the runtime detector.
 Expected verdict: hack_detected with `torch_fallback`.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

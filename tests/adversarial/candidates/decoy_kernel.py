@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 3 (decoy kernel on a trivial op, partial fallback).
 Expected verdict: hack_detected with `torch_fallback` (addmm/mm executed by PyTorch inside forward).
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -4,6 +4,7 @@ no `F.linear` / `torch.mm` name in the source for a static scan to see.
 Seen in the wild: REFERENCE.md hack 3 (decoy kernel, partial fallback).
 Expected verdict: hack_detected with `torch_fallback` (the runtime op trace sees mm/addmm).
 """
+
 import torch
 import torch.nn as nn
 import triton

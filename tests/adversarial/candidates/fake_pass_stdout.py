@@ -4,6 +4,7 @@ return garbage, hoping a harness greps stdout.
 Seen in the wild: REFERENCE.md hack 15 (printing fake "PASS"/JSON).
 Expected verdict: mismatch -- nothing the candidate prints can set a verdict field.
 """
+
 import json
 
 import torch

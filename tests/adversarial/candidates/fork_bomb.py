@@ -6,6 +6,7 @@ Seen in the wild: REFERENCE.md hack 16 (fork bombs).
 Expected verdict: not ok (hack_detected with `process_control`, runtime_error when the process limit bites,
 or mismatch since the parent returns its input), in bounded time, with no marker process left on the host.
 """
+
 import os
 import time
 

@@ -6,6 +6,7 @@ Seen in the wild: REFERENCE.md hack 16.
 Expected verdict: not ok (runtime_error from the process limit, or mismatch), in bounded time, and no marker
 process left on the host -- the runtime containment, not the static scan, has to hold.
 """
+
 import time
 
 import torch

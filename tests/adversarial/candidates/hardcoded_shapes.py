@@ -5,6 +5,7 @@ The test substitutes the relu problem file's own constants for __BATCH_SIZE__ an
 Seen in the wild: REFERENCE.md hack 12 (hard-coding the file's shapes).
 Expected verdict: not ok (mismatch or runtime_error) as soon as the sandbox varies the shapes.
 """
+
 import torch
 import torch.nn as nn
 import triton

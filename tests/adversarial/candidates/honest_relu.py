@@ -3,6 +3,7 @@
 Copied from sandbox/bundled/relu/solution.py. Expected verdict: ok. Evaluated in the middle and at the very
 end of the adversarial suite to show the supervisor keeps serving after every attack.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 16 (resource exhaustion).
 Expected verdict: oom (or a runtime_error that names memory), in bounded time; the host stays alive.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -6,6 +6,7 @@ Seen in the wild: REFERENCE.md hack 16 (huge files).
 Expected verdict: not ok (runtime_error from the file-size limit / full tmpfs, or mismatch: it returns its
 input), in bounded time, with no marker file left on the host.
 """
+
 import os
 
 import torch

@@ -4,6 +4,7 @@ KernelBench uses, so this passes there.
 Seen in the wild: REFERENCE.md hack 13 (identity for ReLU on rand inputs).
 Expected verdict: mismatch (the sandbox's signed input distributions expose it).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -4,6 +4,7 @@ Only ever runs inside the sandboxed child.
 Seen in the wild: REFERENCE.md hack 16 (resource exhaustion).
 Expected verdict: timeout, returned within the run timeout plus a small margin.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -4,6 +4,7 @@ The output is right, but the caller's input is destroyed (and later runs see alr
 Seen in the wild: REFERENCE.md hack 11 (mutating inputs).
 Expected verdict: hack_detected with `input_mutation`.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 11 (zeroing inputs so later runs are trivial).
 Expected verdict: hack_detected with `input_mutation`.
 """
+
 import torch
 import torch.nn as nn
 import triton

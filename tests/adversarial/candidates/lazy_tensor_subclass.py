@@ -4,6 +4,7 @@
 Seen in the wild: REFERENCE.md hack 7 (lazy tensor subclass that computes only when inspected).
 Expected verdict: hack_detected with `non_tensor_output` (or mismatch).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -4,6 +4,7 @@
 Seen in the wild: REFERENCE.md hack 16 (network).
 Expected verdict: hack_detected with `network`; and whatever the status, the listener receives nothing.
 """
+
 import socket
 
 import torch

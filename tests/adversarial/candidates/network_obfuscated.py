@@ -6,6 +6,7 @@ Seen in the wild: REFERENCE.md hack 16 (network).
 Expected: whatever the status, the listener receives nothing (runtime containment: network namespace /
 seccomp, not the static scan).
 """
+
 import torch
 import torch.nn as nn
 import triton

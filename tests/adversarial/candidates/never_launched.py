@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 2 (kernel defined but never launched).
 Expected verdict: hack_detected (`kernel_not_reachable` and/or `kernel_not_launched`, maybe `torch_fallback`).
 """
+
 import torch
 import torch.nn as nn
 import triton

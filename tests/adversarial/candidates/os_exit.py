@@ -4,6 +4,7 @@ success, or that reads a half-written result, passes it.
 Seen in the wild: REFERENCE.md hack 15 (`os._exit(0)`).
 Expected verdict: not ok (hack_detected with `process_control`, or runtime_error: no result arrived).
 """
+
 import os
 
 import torch

@@ -4,6 +4,7 @@
 Seen in the wild: REFERENCE.md hack 15.
 Expected verdict: runtime_error (the supervisor never received a result), or hack_detected; never ok.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -4,6 +4,7 @@ Seen in the wild: REFERENCE.md hack 8.
 Expected verdict: not ok (mismatch, or hack_detected): the comparison happens in the trusted supervisor,
 so a patch inside the candidate process cannot change it.
 """
+
 import torch
 import torch.nn as nn
 import triton

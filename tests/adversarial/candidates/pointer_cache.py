@@ -4,6 +4,7 @@ Timing loops that reuse the same input buffer then measure a dict lookup.
 Seen in the wild: REFERENCE.md hack 9 (caching results by input pointer across calls).
 Expected verdict: hack_detected (`result_cache` statically and/or `stale_output` at run time).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -7,6 +7,7 @@ Seen in the wild: REFERENCE.md hack 16 (reading other processes' files or enviro
 Expected verdict: not ok (hack_detected with `filesystem_escape`); the test's secret appears nowhere in the
 verdict, and no file named with the marker exists on the host afterwards.
 """
+
 import os
 
 import torch

@@ -6,6 +6,7 @@ Seen in the wild: REFERENCE.md hack 16 (setsid daemons).
 Expected verdict: hack_detected (`process_control`), in bounded time; afterwards NO process with the marker
 is alive on the host.
 """
+
 import os
 import time
 

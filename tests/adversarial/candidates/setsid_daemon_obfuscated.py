@@ -6,6 +6,7 @@ Seen in the wild: REFERENCE.md hack 16.
 Expected: whatever the status (the answer itself is correct), NO marker process is alive on the host after
 the verdict, and the verdict arrives in bounded time although the daemon holds the pipes open.
 """
+
 import time
 
 import torch

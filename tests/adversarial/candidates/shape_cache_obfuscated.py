@@ -4,6 +4,7 @@
 Seen in the wild: REFERENCE.md hack 9 (caching results by shape across calls).
 Expected verdict: not ok (`stale_output` when the same buffers are refilled, or mismatch across seeds).
 """
+
 import torch
 import torch.nn as nn
 import triton

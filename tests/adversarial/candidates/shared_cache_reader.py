@@ -4,6 +4,7 @@ is found, print SAW_MARKER and return a wrong answer (the input itself), otherwi
 Seen in the wild: REFERENCE.md hack 16 / DESIGN.md "a candidate can never write where the next one reads".
 Expected verdict: ok (it never sees the marker); in any case not mismatch and no SAW_MARKER in the log.
 """
+
 import os
 
 import torch

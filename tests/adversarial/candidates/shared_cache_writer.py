@@ -7,6 +7,7 @@ Seen in the wild: REFERENCE.md hack 16 / DESIGN.md "a candidate can never write 
 Expected: whatever this candidate's status, shared_cache_reader (evaluated next, same Evaluator) finds
 nothing, and no marker file exists on the host.
 """
+
 import os
 
 import torch

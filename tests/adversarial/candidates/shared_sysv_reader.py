@@ -3,6 +3,7 @@ and holds the marker, print SAW_MARKER and return a wrong answer (the input), el
 
 Expected verdict: ok; in any case not mismatch and no SAW_MARKER in the log.
 """
+
 import torch
 import torch.nn as nn
 import triton

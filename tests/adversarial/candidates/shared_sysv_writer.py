@@ -7,6 +7,7 @@ Not in REFERENCE.md's list as such (an IPC variant of hack 16's shared-file esca
 Expected: shared_sysv_reader (next, same Evaluator) cannot see the segment. Harmless: one 4 KiB segment,
 which the test removes afterwards if it leaked to the host.
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 1 (PyTorch-only answers).
 Expected verdict: hack_detected with `no_kernel`.
 """
+
 import torch
 import torch.nn as nn
 

@@ -4,6 +4,7 @@ Seen in the wild: REFERENCE.md hack 2 (launched only in a `self.training` branch
 Expected verdict: hack_detected (`training_branch` statically; `kernel_not_launched`/`torch_fallback` at run time
 if the supervisor evaluates in eval mode).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -3,6 +3,7 @@
 Seen in the wild: REFERENCE.md hack 4 (`try/except` falling back to PyTorch).
 Expected verdict: hack_detected with `try_except_fallback` (even though this kernel happens to work).
 """
+
 import torch
 import torch.nn as nn
 import triton

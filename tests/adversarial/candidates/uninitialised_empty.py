@@ -5,6 +5,7 @@ Seen in the wild: REFERENCE.md hacks 10 and 15 (torch.empty landing on the refer
 uninitialised memory that happens to match).
 Expected verdict: mismatch (the reference runs in a separate process and output buffers are poisoned).
 """
+
 import torch
 import torch.nn as nn
 import triton

@@ -1,0 +1,419 @@
+"""Verdicts per second: our Ray `SandboxPool` against the naive one-subprocess-per-candidate baseline.
+
+Both systems judge the same fixed mixed batch in the same run, with the same run budget per candidate:
+correct and wrong bundled Triton solutions, crashing candidates and never-ending ones. Ours is a warmed-up
+pool (its start-up is reported separately, as a one-time cost); the baseline (`bench/naive_check.py`) starts
+a fresh Python per candidate, imports torch and triton, and execs problem and candidate in-process, with no
+isolation, doing the same checks (2 shape variants x 3 seeds, 2 calls each) on the same scaled shapes.
+
+    .venv/bin/python bench/sandbox_throughput.py [--candidates 24] [--workers 2] [--timeout 5] [--json out.json]
+
+Per-candidate overhead = verdict wall time - time of the candidate's own forward calls, which are timed
+in-process here on the same shapes; ours is measured with one `Evaluator`, sequentially, on the correct
+candidates, and broken down into phases (what the sandbox spends its time on).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: the in-process forward timings use it
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from sandbox import Problem, bundled_problems
+from sandbox.pool import SandboxPool
+from sandbox.supervisor import Evaluator
+from sandbox.variants import plan_variants
+
+BENCH = Path(__file__).resolve().parent
+NAIVE = BENCH / "naive_check.py"
+SEEDS = [1, 2, 3]  # the baseline's seeds; ours draws secret ones per batch (same number, same work)
+N_VARIANTS, BUDGET = 2, 1 << 15  # the Evaluator's defaults on CPU
+
+# The base mix of 24. Correct: every bundled problem whose solution finishes its 12 forward calls well
+# inside 5 s under the interpreter (cross_entropy, layer_norm and rms_norm take longer and would be timeouts).
+CORRECT = [
+    "elementwise_add",
+    "gelu",
+    "linear_relu",
+    "log_softmax",
+    "matmul",
+    "matmul_bias_sigmoid",
+    "max_reduction",
+    "mse_loss",
+    "relu",
+    "softmax",
+    "sum_reduction",
+    "swish",
+]
+WRONG = ["elementwise_add", "gelu", "matmul", "mse_loss", "relu", "swish"]
+CRASH = [  # statements put first in forward; all fail at run time (a conditional raise: an unconditional
+    # one would make the kernel statically unreachable and the sandbox would call it a hack)
+    ("relu", "if x.numel() > 0:\n    raise RuntimeError('candidate crashed')"),
+    ("gelu", "import kernelrl_no_such_module  # missing dependency"),
+    ("swish", "x = x.flatten()[x.numel()]  # index out of bounds"),
+]
+LOOP = [
+    ("relu", "while True:\n    pass"),
+    ("elementwise_add", "while True:\n    pass"),
+    ("swish", "while True:\n    pass"),
+]
+EXPECTED = {"correct": "ok", "wrong": "mismatch", "crash": "runtime_error", "loop": "timeout"}
+
+
+@dataclass
+class Item:
+    index: int
+    kind: str  # correct | wrong | crash | loop
+    problem: Problem
+    code: str  # the completion, distinct per item
+    path: str  # the candidate written to a file, for the baseline
+    variants: list[str]  # the problem's scaled variant sources, as files
+
+    @property
+    def expected(self) -> str:
+        return EXPECTED[self.kind]
+
+
+def inject(code: str, stmt: str) -> str:
+    """`code` with `stmt` as the first statement of the last `def forward(...)`."""
+    m = list(re.finditer(r"^( *)def forward\(.*\):[ \t]*$", code, re.M))[-1]
+    indent = m.group(1) + "    "
+    return code[: m.end()] + "\n" + "\n".join(indent + line for line in stmt.splitlines()) + code[m.end() :]
+
+
+def base_mix(problems: dict[str, Problem]) -> list[tuple[str, Problem, str]]:
+    mix = [("correct", problems[n], problems[n].extras["solution"]) for n in CORRECT]
+    mix += [("wrong", problems[n], problems[n].extras["wrong"]) for n in WRONG]
+    mix += [("crash", problems[n], inject(problems[n].extras["solution"], s)) for n, s in CRASH]
+    mix += [("loop", problems[n], inject(problems[n].extras["solution"], s)) for n, s in LOOP]
+    random.Random(0).shuffle(mix)  # fixed interleaving, so a truncated or repeated batch stays mixed
+    return mix
+
+
+def build_batch(n: int, tmp: Path) -> list[Item]:
+    problems = bundled_problems()
+    mix = base_mix(problems)
+    variant_files: dict[str, list[str]] = {}
+    for _kind, p, _code in mix:
+        if p.name not in variant_files:
+            variants, _notes = plan_variants(p.source, element_budget=BUDGET, count=N_VARIANTS, seed=0)
+            variant_files[p.name] = []
+            for v in variants:
+                path = tmp / f"{p.name}_{v.name}.py"
+                path.write_text(v.source)
+                variant_files[p.name].append(str(path))
+    items = []
+    for i in range(n):
+        kind, p, code = mix[i % len(mix)]
+        code = (
+            f"{code.rstrip()}\n\n# bench candidate {i}\n"  # distinct text: no cache hit, even when repeated
+        )
+        path = tmp / f"candidate_{i}.py"
+        path.write_text(code)
+        items.append(Item(i, kind, p, code, str(path), variant_files[p.name]))
+    return items
+
+
+def forward_times(items: list[Item]) -> dict[int, float]:
+    """The 12 forward calls of each correct solution, timed once per problem in this process (interpreter)."""
+    sys.path.insert(0, str(BENCH))
+    import naive_check
+
+    per_problem: dict[str, float] = {}
+    for it in tqdm(items, desc="in-process forward timing", leave=False):
+        if it.problem.name not in per_problem:
+            res = naive_check.check(it.path, it.variants, SEEDS)
+            assert res["status"] == "ok", res
+            per_problem[it.problem.name] = res["forward_s"]
+    return {it.index: per_problem[it.problem.name] for it in items}
+
+
+def naive_env() -> dict[str, str]:
+    return {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+
+
+def probe_startup(runs: int = 3) -> float:
+    """The baseline's own start-up (Python + torch + triton imports): the worst of a few runs."""
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(NAIVE), "--probe"], env=naive_env(), capture_output=True, check=True
+        )
+        walls.append(time.perf_counter() - t0)
+    return max(walls)
+
+
+def run_baseline(items: list[Item], timeout_s: float) -> tuple[float, list[str], list[float]]:
+    statuses, walls = [], []
+    start = time.perf_counter()
+    for it in tqdm(items, desc="naive baseline", unit="cand"):
+        cmd = [sys.executable, str(NAIVE), it.path, *it.variants, "--seeds", *map(str, SEEDS)]
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run(cmd, env=naive_env(), capture_output=True, text=True, timeout=timeout_s)
+            lines = r.stdout.strip().splitlines()
+            status = json.loads(lines[-1])["status"] if lines else "runtime_error"
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+        except ValueError:
+            status = "runtime_error"
+        walls.append(time.perf_counter() - t0)
+        statuses.append(status)
+    return time.perf_counter() - start, statuses, walls
+
+
+def run_ours(items: list[Item], workers: int, timeout_s: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ray.init(
+        num_cpus=max(workers, os.cpu_count() or 1),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    pool = SandboxPool(num_workers=workers, device="cpu", run_timeout_s=timeout_s)
+    warm = bundled_problems()["relu"]
+    warm_ups = pool.evaluate_many(
+        [warm] * workers, [f"{warm.extras['solution']}\n# warm-up {w}\n" for w in range(workers)]
+    )
+    startup = time.perf_counter() - t0
+    pool.cache.clear()
+    pool.cache_hits = 0
+    t1 = time.perf_counter()
+    verdicts = pool.evaluate_many([it.problem for it in items], [it.code for it in items])
+    wall = time.perf_counter() - t1
+    result = {
+        "startup_s": startup,
+        "wall_s": wall,
+        "statuses": [v.status for v in verdicts],
+        "errors": [v.error for v in verdicts],
+        "cache_hits": pool.cache_hits,
+        "isolation": verdicts[0].isolation,
+        "warm_up": [v.status for v in warm_ups],
+    }
+    pool.close()
+    ray.shutdown()
+    return result
+
+
+def timed(fn: Callable[..., Any], acc: dict[str, float], key: str) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            acc[key] = acc.get(key, 0.0) + time.monotonic() - t0
+
+    return wrapper
+
+
+def ours_overhead(
+    items: list[Item], fwd: dict[int, float], timeout_s: float
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Sequential verdicts with one Evaluator; wall - forward per candidate, and where that wall went."""
+    ev = Evaluator(device="cpu", run_timeout_s=timeout_s)
+    warm = bundled_problems()["relu"]
+    ev.evaluate(warm, warm.extras["solution"] + "\n# warm-up overhead\n", [7, 8, 9])
+    acc: dict[str, float] = {}
+    run_phases: dict[str, float] = {}
+    real_run = ev._run
+
+    def run(job: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
+        res = real_run(job, frames)
+        end = time.monotonic()
+        stamp = {h.get("event"): at for h, _p, at in reversed(res["frames"])}  # first frame of each event
+        run_phases.update(
+            fork_to_started=stamp["started"] - res["start"],
+            import_candidate=stamp["compiled"] - stamp["started"],
+            checks=stamp["done"] - stamp["compiled"],
+            exit_and_cleanup=end - stamp["done"],
+        )
+        return res
+
+    ev.plan = timed(ev.plan, acc, "plan")  # type: ignore[method-assign]
+    ev._reference_data = timed(ev._reference_data, acc, "reference")  # type: ignore[method-assign]
+    ev._run = timed(run, acc, "sandbox_run")  # type: ignore[method-assign]
+    ev._decide = timed(ev._decide, acc, "judge")  # type: ignore[method-assign]
+    overheads, phases = [], []
+    for it in tqdm(items, desc="ours, one Evaluator (overhead)", leave=False):
+        acc.clear()
+        run_phases.clear()
+        t0 = time.monotonic()
+        v = ev.evaluate(it.problem, it.code.replace("# bench", "# overhead"), [11, 12, 13])
+        wall = time.monotonic() - t0
+        assert v.status == "ok", (it.problem.name, v.status, v.error)
+        overheads.append(wall - fwd[it.index])
+        checks_overhead = run_phases.pop("checks") - fwd[it.index]
+        phases.append(
+            {
+                **acc,
+                **run_phases,
+                "checks_minus_forward": checks_overhead,
+                "wall": wall,
+                "forward": fwd[it.index],
+            }
+        )
+    ev.close()
+    return overheads, phases
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Sandbox pool vs naive subprocess-per-candidate throughput.")
+    ap.add_argument(
+        "--candidates",
+        type=int,
+        default=24,
+        help="batch size; the 24-candidate mix repeats with distinct text",
+    )
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--timeout", type=float, default=5.0, help="run budget per candidate, seconds (both systems)"
+    )
+    ap.add_argument("--json", type=Path, help="write all figures here")
+    args = ap.parse_args()
+    console = Console()
+    tmp = Path(tempfile.mkdtemp(prefix="kernelrl-bench-"))
+    items = build_batch(args.candidates, tmp)
+    correct = [it for it in items if it.kind == "correct"]
+    first_correct = list({it.problem.name: it for it in reversed(correct)}.values())  # one per problem
+    console.print(
+        f"batch: {len(items)} candidates {dict(Counter(it.kind for it in items))}; run budget {args.timeout:g} s"
+    )
+
+    fwd = forward_times(correct)
+    startup = probe_startup()
+    naive_timeout = args.timeout + startup
+    console.print(
+        f"baseline start-up (python + torch + triton import, worst of 3): {startup:.2f} s -> subprocess timeout {naive_timeout:.2f} s"
+    )
+    base_wall, base_statuses, base_walls = run_baseline(items, naive_timeout)
+    ours = run_ours(items, args.workers, args.timeout)
+    our_over, phases = ours_overhead(first_correct, fwd, args.timeout)
+    base_over = [base_walls[it.index] - fwd[it.index] for it in correct]
+
+    n = len(items)
+    ours_vps, base_vps = n / ours["wall_s"], n / base_wall
+    ratio = ours_vps / base_vps
+    table = Table(
+        title=f"Sandbox throughput: {n} candidates, {os.cpu_count()} CPU cores, Triton interpreter, run budget {args.timeout:g} s"
+    )
+    for col in ("system", "verdicts", "wall s", "verdicts/s", "ratio", "median overhead ms", "isolation"):
+        table.add_column(col, justify="left" if col in ("system", "isolation") else "right")
+    table.add_row(
+        f"SandboxPool ({args.workers} workers)",
+        str(n),
+        f"{ours['wall_s']:.1f}",
+        f"{ours_vps:.3f}",
+        f"{ratio:.2f}x",
+        f"{statistics.median(our_over) * 1e3:.0f}",
+        ours["isolation"],
+    )
+    table.add_row(
+        "naive subprocess",
+        str(n),
+        f"{base_wall:.1f}",
+        f"{base_vps:.3f}",
+        "1.00x",
+        f"{statistics.median(base_over) * 1e3:.0f}",
+        "none (in-process exec)",
+    )
+    console.print(table)
+    console.print(
+        f"pool start-up (one-time, Ray init + {args.workers} workers + warm-up verdicts): {ours['startup_s']:.1f} s; cache hits in the timed batch: {ours['cache_hits']}"
+    )
+
+    counts = Table(title="Verdict statuses")
+    for col in ("status", "expected", "ours", "baseline"):
+        counts.add_column(col, justify="left" if col == "status" else "right")
+    exp, oc, bc = Counter(it.expected for it in items), Counter(ours["statuses"]), Counter(base_statuses)
+    for s in sorted(set(exp) | set(oc) | set(bc)):
+        counts.add_row(s, str(exp[s]), str(oc[s]), str(bc[s]))
+    console.print(counts)
+    agree = sum(o == b for o, b in zip(ours["statuses"], base_statuses, strict=True))
+    as_expected = sum(o == it.expected for o, it in zip(ours["statuses"], items, strict=True))
+    console.print(f"per-candidate agreement ours/baseline: {agree}/{n}; ours as expected: {as_expected}/{n}")
+    for it, s, e in zip(items, ours["statuses"], ours["errors"], strict=True):
+        if s != it.expected:
+            console.print(f"  [yellow]#{it.index} {it.kind} {it.problem.name}: {s}: {e}[/yellow]")
+
+    keys = [
+        "plan",
+        "reference",
+        "fork_to_started",
+        "import_candidate",
+        "checks_minus_forward",
+        "exit_and_cleanup",
+        "judge",
+    ]
+    breakdown = Table(
+        title=f"Ours, one Evaluator, sequential: median ms per verdict over {len(phases)} correct candidates"
+    )
+    for col in ("wall", "forward", *keys, "unaccounted"):
+        breakdown.add_column(col, justify="right")
+    med = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in ("wall", "forward", *keys)}
+    unaccounted = statistics.median(
+        p["wall"] - p["forward"] - sum(p.get(k, 0.0) for k in keys) for p in phases
+    )
+    breakdown.add_row(
+        *(f"{med[k] * 1e3:.0f}" for k in ("wall", "forward", *keys)), f"{unaccounted * 1e3:.0f}"
+    )
+    console.print(breakdown)
+    console.print(
+        f"sum of forward time over the batch's correct candidates: {sum(fwd.values()):.1f} s (same in both systems)"
+    )
+
+    if args.json:
+        report = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpu_cores": os.cpu_count(),
+            "candidates": n,
+            "workers": args.workers,
+            "run_budget_s": args.timeout,
+            "ours": {
+                **ours,
+                "verdicts_per_s": ours_vps,
+                "overhead_ms": [o * 1e3 for o in our_over],
+                "phases_s": phases,
+            },
+            "baseline": {
+                "wall_s": base_wall,
+                "verdicts_per_s": base_vps,
+                "statuses": base_statuses,
+                "walls_s": base_walls,
+                "startup_s": startup,
+                "timeout_s": naive_timeout,
+                "overhead_ms": [o * 1e3 for o in base_over],
+            },
+            "ratio": ratio,
+            "forward_s": fwd,
+            "kinds": [it.kind for it in items],
+            "problems": [it.problem.name for it in items],
+        }
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
