@@ -136,18 +136,20 @@ def build_batch(n: int, tmp: Path) -> list[Item]:
     return items
 
 
-def forward_times(items: list[Item]) -> dict[int, float]:
-    """The 12 forward calls of each correct solution, timed once per problem in this process (interpreter)."""
+def forward_times(items: list[Item], passes: int = 2) -> dict[int, float]:
+    """The 12 forward calls of each correct solution, timed in this process (interpreter): best of `passes`
+    (the first pass also pays this process's one-time lazy initialisation, which the fork server pre-pays)."""
     sys.path.insert(0, str(BENCH))
     import naive_check
 
-    per_problem: dict[str, float] = {}
-    for it in tqdm(items, desc="in-process forward timing", leave=False):
-        if it.problem.name not in per_problem:
+    best: dict[str, float] = {}
+    firsts = list({it.problem.name: it for it in reversed(items)}.values())
+    for _ in range(passes):
+        for it in tqdm(firsts, desc="in-process forward timing", leave=False):
             res = naive_check.check(it.path, it.variants, SEEDS)
             assert res["status"] == "ok", res
-            per_problem[it.problem.name] = res["forward_s"]
-    return {it.index: per_problem[it.problem.name] for it in items}
+            best[it.problem.name] = min(best.get(it.problem.name, float("inf")), res["forward_s"])
+    return {it.index: best[it.problem.name] for it in items}
 
 
 def naive_env() -> dict[str, str]:
@@ -155,15 +157,15 @@ def naive_env() -> dict[str, str]:
 
 
 def probe_startup(runs: int = 3) -> float:
-    """The baseline's own start-up (Python + torch + triton imports): the worst of a few runs."""
+    """The baseline's own start-up (Python + torch + triton imports): median of `runs`, after one unmeasured
+    run that warms the page cache."""
     walls = []
-    for _ in range(runs):
+    for _ in range(runs + 1):
         t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, str(NAIVE), "--probe"], env=naive_env(), capture_output=True, check=True
-        )
+        cmd = [sys.executable, str(NAIVE), "--probe"]
+        subprocess.run(cmd, env=naive_env(), capture_output=True, check=True)
         walls.append(time.perf_counter() - t0)
-    return max(walls)
+    return statistics.median(walls[1:])
 
 
 def run_baseline(items: list[Item], timeout_s: float) -> tuple[float, list[str], list[float]]:
@@ -187,17 +189,13 @@ def run_baseline(items: list[Item], timeout_s: float) -> tuple[float, list[str],
 
 def run_ours(items: list[Item], workers: int, timeout_s: float) -> dict[str, Any]:
     t0 = time.perf_counter()
-    ray.init(
-        num_cpus=max(workers, os.cpu_count() or 1),
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    ncpu = max(workers, os.cpu_count() or 1)
+    ray.init(num_cpus=ncpu, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_init = time.perf_counter() - t0
     pool = SandboxPool(num_workers=workers, device="cpu", run_timeout_s=timeout_s)
     warm = bundled_problems()["relu"]
-    warm_ups = pool.evaluate_many(
-        [warm] * workers, [f"{warm.extras['solution']}\n# warm-up {w}\n" for w in range(workers)]
-    )
+    warm_codes = [f"{warm.extras['solution']}\n# warm-up {w}\n" for w in range(workers)]
+    warm_ups = pool.evaluate_many([warm] * workers, warm_codes)
     startup = time.perf_counter() - t0
     pool.cache.clear()
     pool.cache_hits = 0
@@ -206,6 +204,7 @@ def run_ours(items: list[Item], workers: int, timeout_s: float) -> dict[str, Any
     wall = time.perf_counter() - t1
     result = {
         "startup_s": startup,
+        "ray_init_s": ray_init,
         "wall_s": wall,
         "statuses": [v.status for v in verdicts],
         "errors": [v.error for v in verdicts],
@@ -229,128 +228,108 @@ def timed(fn: Callable[..., Any], acc: dict[str, float], key: str) -> Callable[.
     return wrapper
 
 
-def ours_overhead(
-    items: list[Item], fwd: dict[int, float], timeout_s: float
-) -> tuple[list[float], list[dict[str, float]]]:
-    """Sequential verdicts with one Evaluator; wall - forward per candidate, and where that wall went."""
+def ours_sequential(items: list[Item], timeout_s: float) -> list[dict[str, Any]]:
+    """Each item through one warm Evaluator, sequentially: its wall time and where that time went."""
     ev = Evaluator(device="cpu", run_timeout_s=timeout_s)
     warm = bundled_problems()["relu"]
-    ev.evaluate(warm, warm.extras["solution"] + "\n# warm-up overhead\n", [7, 8, 9])
+    ev.evaluate(warm, warm.extras["solution"] + "\n# warm-up sequential\n", [7, 8, 9])
     acc: dict[str, float] = {}
-    run_phases: dict[str, float] = {}
     real_run = ev._run
 
     def run(job: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
         res = real_run(job, frames)
         end = time.monotonic()
-        stamp = {h.get("event"): at for h, _p, at in reversed(res["frames"])}  # first frame of each event
-        run_phases.update(
-            fork_to_started=stamp["started"] - res["start"],
-            import_candidate=stamp["compiled"] - stamp["started"],
-            checks=stamp["done"] - stamp["compiled"],
-            exit_and_cleanup=end - stamp["done"],
-        )
+        at = {h.get("event"): t for h, _p, t in reversed(res["frames"])}  # first frame of each event
+        if {"started", "compiled", "done"} <= at.keys():
+            acc["fork_to_started"] = at["started"] - res["start"]
+            acc["import_candidate"] = at["compiled"] - at["started"]
+            acc["checks"] = at["done"] - at["compiled"]
+            acc["exit_and_cleanup"] = end - at["done"]
         return res
 
     ev.plan = timed(ev.plan, acc, "plan")  # type: ignore[method-assign]
     ev._reference_data = timed(ev._reference_data, acc, "reference")  # type: ignore[method-assign]
-    ev._run = timed(run, acc, "sandbox_run")  # type: ignore[method-assign]
+    ev._run = run  # type: ignore[method-assign]
     ev._decide = timed(ev._decide, acc, "judge")  # type: ignore[method-assign]
-    overheads, phases = [], []
-    for it in tqdm(items, desc="ours, one Evaluator (overhead)", leave=False):
+    out = []
+    for it in tqdm(items, desc="ours, one Evaluator, sequential", leave=False):
         acc.clear()
-        run_phases.clear()
         t0 = time.monotonic()
-        v = ev.evaluate(it.problem, it.code.replace("# bench", "# overhead"), [11, 12, 13])
-        wall = time.monotonic() - t0
-        assert v.status == "ok", (it.problem.name, v.status, v.error)
-        overheads.append(wall - fwd[it.index])
-        checks_overhead = run_phases.pop("checks") - fwd[it.index]
-        phases.append(
-            {
-                **acc,
-                **run_phases,
-                "checks_minus_forward": checks_overhead,
-                "wall": wall,
-                "forward": fwd[it.index],
-            }
-        )
+        v = ev.evaluate(it.problem, it.code.replace("# bench", "# sequential"), [11, 12, 13])
+        out.append({"wall": time.monotonic() - t0, "status": v.status, **acc})
     ev.close()
-    return overheads, phases
+    return out
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="Sandbox pool vs naive subprocess-per-candidate throughput.")
-    ap.add_argument(
-        "--candidates",
-        type=int,
-        default=24,
-        help="batch size; the 24-candidate mix repeats with distinct text",
-    )
+    ap.add_argument("--candidates", type=int, default=24, help="batch size; the 24-candidate mix repeats")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument(
-        "--timeout", type=float, default=5.0, help="run budget per candidate, seconds (both systems)"
-    )
+    ap.add_argument("--timeout", type=float, default=5.0, help="run budget per candidate, s (both systems)")
     ap.add_argument("--json", type=Path, help="write all figures here")
     args = ap.parse_args()
-    console = Console()
-    tmp = Path(tempfile.mkdtemp(prefix="kernelrl-bench-"))
-    items = build_batch(args.candidates, tmp)
-    correct = [it for it in items if it.kind == "correct"]
-    first_correct = list({it.problem.name: it for it in reversed(correct)}.values())  # one per problem
-    console.print(
-        f"batch: {len(items)} candidates {dict(Counter(it.kind for it in items))}; run budget {args.timeout:g} s"
-    )
+    console = Console(width=120)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        console.print(
+            f"[yellow]warning: load average {load_before:.2f} before start: timings will be noisy[/yellow]"
+        )
+    items = build_batch(args.candidates, Path(tempfile.mkdtemp(prefix="kernelrl-bench-")))
+    n = len(items)
+    kinds = dict(Counter(it.kind for it in items))
+    console.print(f"batch: {n} candidates {kinds}; run budget {args.timeout:g} s; {args.workers} workers")
 
+    correct = [it for it in items if it.kind == "correct"]
     fwd = forward_times(correct)
     startup = probe_startup()
     naive_timeout = args.timeout + startup
     console.print(
-        f"baseline start-up (python + torch + triton import, worst of 3): {startup:.2f} s -> subprocess timeout {naive_timeout:.2f} s"
+        f"baseline start-up (python + torch + triton): {startup:.2f} s -> timeout {naive_timeout:.2f} s"
     )
     base_wall, base_statuses, base_walls = run_baseline(items, naive_timeout)
     ours = run_ours(items, args.workers, args.timeout)
-    our_over, phases = ours_overhead(first_correct, fwd, args.timeout)
-    base_over = [base_walls[it.index] - fwd[it.index] for it in correct]
+    mix = items[: len(base_mix(bundled_problems()))]  # one full mix, each problem/kind once
+    seq = ours_sequential(mix, args.timeout)
+    load_after = os.getloadavg()[0]
 
-    n = len(items)
+    seq_correct = [(it, r) for it, r in zip(mix, seq, strict=True) if it.kind == "correct"]
+    our_over = [r["wall"] - fwd[it.index] for it, r in seq_correct]
+    base_over = [base_walls[it.index] - fwd[it.index] for it in correct]
     ours_vps, base_vps = n / ours["wall_s"], n / base_wall
     ratio = ours_vps / base_vps
-    table = Table(
-        title=f"Sandbox throughput: {n} candidates, {os.cpu_count()} CPU cores, Triton interpreter, run budget {args.timeout:g} s"
-    )
-    for col in ("system", "verdicts", "wall s", "verdicts/s", "ratio", "median overhead ms", "isolation"):
-        table.add_column(col, justify="left" if col in ("system", "isolation") else "right")
-    table.add_row(
-        f"SandboxPool ({args.workers} workers)",
-        str(n),
-        f"{ours['wall_s']:.1f}",
-        f"{ours_vps:.3f}",
-        f"{ratio:.2f}x",
-        f"{statistics.median(our_over) * 1e3:.0f}",
-        ours["isolation"],
-    )
-    table.add_row(
-        "naive subprocess",
-        str(n),
-        f"{base_wall:.1f}",
-        f"{base_vps:.3f}",
-        "1.00x",
-        f"{statistics.median(base_over) * 1e3:.0f}",
-        "none (in-process exec)",
-    )
-    console.print(table)
+    med = statistics.median
+    rows = [
+        [f"SandboxPool ({args.workers} workers)", str(n), f"{ours['wall_s']:.1f}", f"{ours_vps:.3f}"]
+        + [f"{ratio:.2f}x", f"{med(our_over) * 1e3:.0f}", ours["isolation"]],
+        ["naive subprocess", str(n), f"{base_wall:.1f}", f"{base_vps:.3f}", "1.00x"]
+        + [f"{med(base_over) * 1e3:.0f}", "none (in-process exec)"],
+    ]
+    cols = ["system", "verdicts", "wall s", "verdicts/s", "ratio", "median overhead ms", "isolation"]
+    title = f"Throughput: {n} candidates, {os.cpu_count()} CPU cores, Triton interpreter, {args.timeout:g} s budget"
+    console.print(table(title, cols, rows))
     console.print(
-        f"pool start-up (one-time, Ray init + {args.workers} workers + warm-up verdicts): {ours['startup_s']:.1f} s; cache hits in the timed batch: {ours['cache_hits']}"
+        f"pool start-up, one-time: {ours['startup_s']:.1f} s (ray.init {ours['ray_init_s']:.1f} s, then "
+        f"{args.workers} workers + warm-up verdicts); cache hits in the timed batch: {ours['cache_hits']}"
     )
 
-    counts = Table(title="Verdict statuses")
-    for col in ("status", "expected", "ours", "baseline"):
-        counts.add_column(col, justify="left" if col == "status" else "right")
     exp, oc, bc = Counter(it.expected for it in items), Counter(ours["statuses"]), Counter(base_statuses)
-    for s in sorted(set(exp) | set(oc) | set(bc)):
-        counts.add_row(s, str(exp[s]), str(oc[s]), str(bc[s]))
-    console.print(counts)
+    statuses = sorted(set(exp) | set(oc) | set(bc))
+    console.print(
+        table(
+            "Verdict statuses",
+            ["status", "expected", "ours", "baseline"],
+            [[s, str(exp[s]), str(oc[s]), str(bc[s])] for s in statuses],
+        )
+    )
     agree = sum(o == b for o, b in zip(ours["statuses"], base_statuses, strict=True))
     as_expected = sum(o == it.expected for o, it in zip(ours["statuses"], items, strict=True))
     console.print(f"per-candidate agreement ours/baseline: {agree}/{n}; ours as expected: {as_expected}/{n}")
@@ -358,45 +337,43 @@ def main() -> int:
         if s != it.expected:
             console.print(f"  [yellow]#{it.index} {it.kind} {it.problem.name}: {s}: {e}[/yellow]")
 
-    keys = [
+    keys = ["plan", "reference", "fork_to_started", "import_candidate", "checks", "exit_and_cleanup", "judge"]
+    phase = {k: med(r.get(k, 0.0) for _it, r in seq_correct) for k in keys}
+    phase["checks - forward"] = med(r.get("checks", 0.0) - fwd[it.index] for it, r in seq_correct)
+    phase["forward"] = med(fwd[it.index] for it, _r in seq_correct)
+    phase["wall"] = med(r["wall"] for _it, r in seq_correct)
+    shown = [
+        "wall",
+        "forward",
         "plan",
         "reference",
         "fork_to_started",
         "import_candidate",
-        "checks_minus_forward",
-        "exit_and_cleanup",
-        "judge",
+        "checks - forward",
     ]
-    breakdown = Table(
-        title=f"Ours, one Evaluator, sequential: median ms per verdict over {len(phases)} correct candidates"
-    )
-    for col in ("wall", "forward", *keys, "unaccounted"):
-        breakdown.add_column(col, justify="right")
-    med = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in ("wall", "forward", *keys)}
-    unaccounted = statistics.median(
-        p["wall"] - p["forward"] - sum(p.get(k, 0.0) for k in keys) for p in phases
-    )
-    breakdown.add_row(
-        *(f"{med[k] * 1e3:.0f}" for k in ("wall", "forward", *keys)), f"{unaccounted * 1e3:.0f}"
-    )
-    console.print(breakdown)
+    shown += ["exit_and_cleanup", "judge"]
+    title = f"Ours, one warm Evaluator, sequential: median ms per correct verdict ({len(seq_correct)})"
+    console.print(table(title, shown, [[f"{phase[k] * 1e3:.0f}" for k in shown]]))
+    seq_wall = sum(r["wall"] for r in seq) * n / len(mix)
+    efficiency = seq_wall / (args.workers * ours["wall_s"])
     console.print(
-        f"sum of forward time over the batch's correct candidates: {sum(fwd.values()):.1f} s (same in both systems)"
+        f"one Evaluator, sequential, over the batch: {seq_wall:.1f} s ({Counter(r['status'] for r in seq)}); "
+        f"pool parallel efficiency {efficiency:.0%} of {args.workers} workers; "
+        f"forward time of the correct candidates: {sum(fwd.values()):.1f} s; "
+        f"load average {load_before:.2f} before, {load_after:.2f} after"
     )
 
     if args.json:
         report = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "cpu_cores": os.cpu_count(),
+            "load_average": [load_before, load_after],
             "candidates": n,
             "workers": args.workers,
             "run_budget_s": args.timeout,
-            "ours": {
-                **ours,
-                "verdicts_per_s": ours_vps,
-                "overhead_ms": [o * 1e3 for o in our_over],
-                "phases_s": phases,
-            },
+            "ratio": ratio,
+            "ours": {**ours, "verdicts_per_s": ours_vps, "overhead_ms": [o * 1e3 for o in our_over]},
+            "ours_sequential": seq,
             "baseline": {
                 "wall_s": base_wall,
                 "verdicts_per_s": base_vps,
@@ -406,10 +383,8 @@ def main() -> int:
                 "timeout_s": naive_timeout,
                 "overhead_ms": [o * 1e3 for o in base_over],
             },
-            "ratio": ratio,
             "forward_s": fwd,
-            "kinds": [it.kind for it in items],
-            "problems": [it.problem.name for it in items],
+            "items": [{"kind": it.kind, "problem": it.problem.name, "expected": it.expected} for it in items],
         }
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -185,7 +185,7 @@ class Evaluator:
         isolation_profile: str = "auto",
         n_variants: int = 2,
         n_seeds: int = 3,
-        element_budget: int = 1 << 15,
+        element_budget: int = 1 << 14,
         compile_timeout_s: float = 180.0,
         run_timeout_s: float = 60.0,
         memory_mb: int = 6144,
@@ -288,14 +288,17 @@ class Evaluator:
         for attempt in range(2):
             try:
                 return self._evaluate(problem, completion, seeds)
-            except InfraError as e:
+            except ProblemError:
+                raise
+            except Exception as e:  # noqa: BLE001 - our own failure: fresh helpers, one retry, then say so
                 self.restart()
                 if attempt == 1:
+                    msg = str(e) if isinstance(e, InfraError) else f"{type(e).__name__}: {e}"
                     return Verdict(
                         "infra_error",
                         device=self.device,
                         isolation=self.profile,
-                        error=str(e)[:500],
+                        error=msg[:500],
                         problem_id=problem.id,
                     )
         raise AssertionError("unreachable")
@@ -541,7 +544,8 @@ class Evaluator:
         forward_ran = bool(checks)
         done = events.get("done", {})
         ref_ops = refs[0][1].get("ref_ops", {})
-        hacks += judge.runtime_hacks(done, cand.backend, ref_ops, forward_ran)
+        if "done" in events:  # the hooks' report; a killed child has none, and absence proves nothing
+            hacks += judge.runtime_hacks(done, cand.backend, ref_ops, forward_ran)
         if cand.backend == "none" and "no_kernel" not in hacks:
             hacks.append("no_kernel")
         err = events.get("error")

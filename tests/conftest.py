@@ -14,5 +14,5 @@ def problems():
 
 @pytest.fixture(scope="session")
 def evaluator():
-    with Evaluator(device="cpu", run_timeout_s=30) as ev:
+    with Evaluator(device="cpu", run_timeout_s=120) as ev:
         yield ev
