@@ -135,6 +135,10 @@ def _hide_private_dirs() -> list[str]:
     }
     keep |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)}
     keep = {os.path.realpath(p) for p in keep} | keep
+    hide_or_tmp = hide | {
+        "/tmp",
+        "/var/tmp",
+    }  # a checkout under /tmp (CI clones) vanishes behind our tmpfs too
     args: list[str] = []
     for d in sorted(hide):
         args += ["--tmpfs", d]
@@ -145,13 +149,13 @@ def _hide_private_dirs() -> list[str]:
         parts = path.strip("/").split("/")
         for i in range(1, len(parts)):
             parent = "/" + "/".join(parts[:i])
-            if parent not in made and any(parent == h or parent.startswith(h + "/") for h in hide):
+            if parent not in made and any(parent == h or parent.startswith(h + "/") for h in hide_or_tmp):
                 made.add(parent)
                 args.extend(["--perms", "0755", "--dir", parent])
         args.extend(["--ro-bind", path, path])
 
     for p in sorted(keep):
-        if any(p == h or p.startswith(h + "/") for h in hide) and os.path.isdir(p):
+        if any(p == h or p.startswith(h + "/") for h in hide_or_tmp) and os.path.isdir(p):
             bind(p)
     bind(pkg)
     bundled = os.path.join(pkg, "bundled")

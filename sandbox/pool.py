@@ -73,10 +73,10 @@ class SandboxPool:
         if num_workers < 1:
             raise ValueError("a sandbox pool needs at least one worker")
         gpu = 1 if self.device == "cuda" else 0
+        # More CPU workers than cores is allowed (they mostly wait on their children): share the cores out.
+        cpus = 0 if gpu else min(1.0, ray.cluster_resources().get("CPU", 1) / num_workers)
         self.workers = [
-            SandboxWorker.options(num_cpus=0 if gpu else 1, num_gpus=gpu).remote(
-                self.device, slot, evaluator_kwargs
-            )
+            SandboxWorker.options(num_cpus=cpus, num_gpus=gpu).remote(self.device, slot, evaluator_kwargs)
             for slot in range(num_workers)
         ]
         self.cache: OrderedDict[tuple, Verdict] = OrderedDict()

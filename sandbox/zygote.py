@@ -86,11 +86,15 @@ def _reap() -> None:
             return
 
 
+WIPED = ("/tmp", "/var/tmp", "/dev/shm")
+_preserved: dict[str, set[str]] = {}  # what was there at start: read-only mounts of the Python install
+
+
 def _wipe(path: str) -> None:
     """Empty a directory that candidates could write to, so the next one finds nothing."""
     if not os.path.isdir(path):
         return
-    for name in os.listdir(path):
+    for name in set(os.listdir(path)) - _preserved.get(path, set()):
         p = os.path.join(path, name)
         if os.path.isdir(p) and not os.path.islink(p):
             shutil.rmtree(p, ignore_errors=True)
@@ -184,7 +188,7 @@ def _run(sock: socket.socket, cmd: dict[str, Any], fds: list[int], in_namespace:
     _kill_all(in_namespace, token)
     shutil.rmtree(job_dir, ignore_errors=True)
     if in_namespace:
-        for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        for path in WIPED:
             _wipe(path)
     sock.settimeout(None)
     _send(
@@ -202,6 +206,8 @@ def _run(sock: socket.socket, cmd: dict[str, Any], fds: list[int], in_namespace:
 def main() -> None:
     sock = socket.socket(fileno=int(os.environ["KERNELRL_ZYGOTE_FD"]))
     in_namespace = os.getpid() == 1
+    if in_namespace:
+        _preserved.update({p: set(os.listdir(p)) for p in WIPED if os.path.isdir(p)})
     job_root = JOB_ROOT_BWRAP if in_namespace else os.environ["KERNELRL_JOB_ROOT"]
     if not in_namespace:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
