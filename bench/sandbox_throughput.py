@@ -9,8 +9,9 @@ isolation, doing the same checks (2 shape variants x 3 seeds, 2 calls each) on t
     .venv/bin/python bench/sandbox_throughput.py [--candidates 24] [--workers 2] [--timeout 5] [--json out.json]
 
 Per-candidate overhead = verdict wall time - time of the candidate's own forward calls, which are timed
-in-process here on the same shapes; ours is measured with one `Evaluator`, sequentially, on the correct
-candidates, and broken down into phases (what the sandbox spends its time on).
+in-process here on the same shapes. Ours is measured with one warm `Evaluator`, sequentially, over one full
+mix: per-phase times of the correct verdicts (where the sandbox spends its time) and the pool's parallel
+efficiency (sequential time / (workers x pool wall)).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,6 +81,7 @@ LOOP = [
     ("elementwise_add", "while True:\n    pass"),
     ("swish", "while True:\n    pass"),
 ]
+MIX_SIZE = len(CORRECT) + len(WRONG) + len(CRASH) + len(LOOP)
 EXPECTED = {"correct": "ok", "wrong": "mismatch", "crash": "runtime_error", "loop": "timeout"}
 
 
@@ -127,9 +130,7 @@ def build_batch(n: int, tmp: Path) -> list[Item]:
     items = []
     for i in range(n):
         kind, p, code = mix[i % len(mix)]
-        code = (
-            f"{code.rstrip()}\n\n# bench candidate {i}\n"  # distinct text: no cache hit, even when repeated
-        )
+        code = f"{code.rstrip()}\n\n# bench candidate {i}\n"  # distinct text: never a cache hit
         path = tmp / f"candidate_{i}.py"
         path.write_text(code)
         items.append(Item(i, kind, p, code, str(path), variant_files[p.name]))
@@ -283,7 +284,8 @@ def main() -> int:
         console.print(
             f"[yellow]warning: load average {load_before:.2f} before start: timings will be noisy[/yellow]"
         )
-    items = build_batch(args.candidates, Path(tempfile.mkdtemp(prefix="kernelrl-bench-")))
+    tmp = Path(tempfile.mkdtemp(prefix="kernelrl-bench-"))
+    items = build_batch(args.candidates, tmp)
     n = len(items)
     kinds = dict(Counter(it.kind for it in items))
     console.print(f"batch: {n} candidates {kinds}; run budget {args.timeout:g} s; {args.workers} workers")
@@ -296,8 +298,9 @@ def main() -> int:
         f"baseline start-up (python + torch + triton): {startup:.2f} s -> timeout {naive_timeout:.2f} s"
     )
     base_wall, base_statuses, base_walls = run_baseline(items, naive_timeout)
+    shutil.rmtree(tmp, ignore_errors=True)
     ours = run_ours(items, args.workers, args.timeout)
-    mix = items[: len(base_mix(bundled_problems()))]  # one full mix, each problem/kind once
+    mix = items[:MIX_SIZE]  # one full mix, each problem/kind once
     seq = ours_sequential(mix, args.timeout)
     load_after = os.getloadavg()[0]
 
@@ -342,22 +345,13 @@ def main() -> int:
     phase["checks - forward"] = med(r.get("checks", 0.0) - fwd[it.index] for it, r in seq_correct)
     phase["forward"] = med(fwd[it.index] for it, _r in seq_correct)
     phase["wall"] = med(r["wall"] for _it, r in seq_correct)
-    shown = [
-        "wall",
-        "forward",
-        "plan",
-        "reference",
-        "fork_to_started",
-        "import_candidate",
-        "checks - forward",
-    ]
-    shown += ["exit_and_cleanup", "judge"]
+    shown = ["wall", "forward", *keys[:4], "checks - forward", *keys[5:]]
     title = f"Ours, one warm Evaluator, sequential: median ms per correct verdict ({len(seq_correct)})"
     console.print(table(title, shown, [[f"{phase[k] * 1e3:.0f}" for k in shown]]))
     seq_wall = sum(r["wall"] for r in seq) * n / len(mix)
     efficiency = seq_wall / (args.workers * ours["wall_s"])
     console.print(
-        f"one Evaluator, sequential, over the batch: {seq_wall:.1f} s ({Counter(r['status'] for r in seq)}); "
+        f"one Evaluator, sequential, over the batch: {seq_wall:.1f} s ({dict(Counter(r['status'] for r in seq))}); "
         f"pool parallel efficiency {efficiency:.0%} of {args.workers} workers; "
         f"forward time of the correct candidates: {sum(fwd.values()):.1f} s; "
         f"load average {load_before:.2f} before, {load_after:.2f} after"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -130,6 +131,7 @@ class SandboxPool:
                     ray.exceptions.ActorUnavailableError,
                 ) as e:
                     attempts[i] += 1
+                    self._await_alive(w)  # Ray is bringing it back; a retry sent now would fail at once
                     if attempts[i] < 2:
                         queue.append(i)
                     else:
@@ -142,8 +144,7 @@ class SandboxPool:
                     idle.append(w)
                     continue
                 if verdict.error and verdict.error.startswith("fatal CUDA error"):
-                    ray.kill(self.workers[w], no_restart=False)  # Ray brings it back with a fresh GPU context
-                    self.restarts += 1
+                    self._restart(w)
                 results[i] = verdict
                 if verdict.status != "infra_error":
                     self._remember(keys[i], verdict)
@@ -152,6 +153,30 @@ class SandboxPool:
             if results[i] is None:
                 results[i] = results[first_of[key]]
         return [r for r in results if r is not None]
+
+    def _restart(self, w: int) -> None:
+        """Have Ray replace worker `w` with a fresh process (new GPU context) and wait until it serves."""
+        old = self._await_alive(w)
+        ray.kill(self.workers[w], no_restart=False)
+        self._await_alive(w, not_pid=old)
+        self.restarts += 1
+
+    def _await_alive(self, w: int, not_pid: int | None = None, timeout_s: float = 120.0) -> int | None:
+        """The worker's pid once it answers (and is not `not_pid`); None if it never does in time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                pid = ray.get(self.workers[w].pid.remote(), timeout=10)
+                if pid != not_pid:
+                    return pid
+            except (
+                ray.exceptions.RayActorError,
+                ray.exceptions.ActorUnavailableError,
+                ray.exceptions.GetTimeoutError,
+            ):
+                pass
+            time.sleep(0.2)
+        return None
 
     def _remember(self, key: tuple, verdict: Verdict) -> None:
         self.cache[key] = verdict

@@ -53,18 +53,27 @@ def test_mismatched_lengths_are_refused(pool, problems):
 
 
 def test_worker_restarts_after_fatal_cuda_error(pool, problems):
-    pids_before = set(ray.get([w.pid.remote() for w in pool.workers]))
+    pids_before = set(_pids(pool))
     v = pool.evaluate(problems["relu"], FATAL)
     assert v.status == "runtime_error" and v.error.startswith("fatal CUDA error")
     assert pool.restarts == 1
-    pids_after = set(ray.get([w.pid.remote() for w in pool.workers]))
+    pids_after = set(_pids(pool))
     assert len(pids_before - pids_after) == 1  # exactly one actor came back as a new process
     ok = pool.evaluate(problems["relu"], problems["relu"].extras["solution"] + "\n# after restart\n")
     assert ok.status == "ok"
 
 
+def _pids(pool) -> list[int]:
+    for _ in range(100):  # a worker Ray is bringing back answers once it is up
+        try:
+            return ray.get([w.pid.remote() for w in pool.workers])
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            time.sleep(0.5)
+    raise AssertionError("workers never came back")
+
+
 def test_worker_killed_mid_request_is_retried(pool, problems):
-    pids = ray.get([w.pid.remote() for w in pool.workers])
+    pids = _pids(pool)
     comp = SLOW_PREFIX + problems["relu"].extras["solution"]
 
     def kill_soon() -> None:
