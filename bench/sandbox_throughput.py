@@ -51,7 +51,7 @@ from sandbox.variants import plan_variants
 BENCH = Path(__file__).resolve().parent
 NAIVE = BENCH / "naive_check.py"
 SEEDS = [1, 2, 3]  # the baseline's seeds; ours draws secret ones per batch (same number, same work)
-N_VARIANTS, BUDGET = 2, 1 << 15  # the Evaluator's defaults on CPU
+N_VARIANTS, BUDGET = 2, 1 << 14  # passed to both systems, so both check the same shapes
 
 # The base mix of 24. Correct: every bundled problem whose solution finishes its 12 forward calls well
 # inside 5 s under the interpreter (cross_entropy, layer_norm and rms_norm take longer and would be timeouts).
@@ -193,7 +193,7 @@ def run_ours(items: list[Item], workers: int, timeout_s: float) -> dict[str, Any
     ncpu = max(workers, os.cpu_count() or 1)
     ray.init(num_cpus=ncpu, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray_init = time.perf_counter() - t0
-    pool = SandboxPool(num_workers=workers, device="cpu", run_timeout_s=timeout_s)
+    pool = SandboxPool(num_workers=workers, device="cpu", run_timeout_s=timeout_s, element_budget=BUDGET)
     warm = bundled_problems()["relu"]
     warm_codes = [f"{warm.extras['solution']}\n# warm-up {w}\n" for w in range(workers)]
     warm_ups = pool.evaluate_many([warm] * workers, warm_codes)
@@ -231,7 +231,7 @@ def timed(fn: Callable[..., Any], acc: dict[str, float], key: str) -> Callable[.
 
 def ours_sequential(items: list[Item], timeout_s: float) -> list[dict[str, Any]]:
     """Each item through one warm Evaluator, sequentially: its wall time and where that time went."""
-    ev = Evaluator(device="cpu", run_timeout_s=timeout_s)
+    ev = Evaluator(device="cpu", run_timeout_s=timeout_s, element_budget=BUDGET)
     warm = bundled_problems()["relu"]
     ev.evaluate(warm, warm.extras["solution"] + "\n# warm-up sequential\n", [7, 8, 9])
     acc: dict[str, float] = {}
