@@ -66,8 +66,8 @@ class SandboxPool:
                 configure_logging=False,
                 ignore_reinit_error=True,
             )
+        resources = ray.cluster_resources()
         if num_workers is None:
-            resources = ray.cluster_resources()
             num_workers = (
                 int(resources.get("GPU", 0)) if self.device == "cuda" else int(resources.get("CPU", 1))
             )
@@ -75,7 +75,7 @@ class SandboxPool:
             raise ValueError("a sandbox pool needs at least one worker")
         gpu = 1 if self.device == "cuda" else 0
         # More CPU workers than cores is allowed (they mostly wait on their children): share the cores out.
-        cpus = 0 if gpu else min(1.0, ray.cluster_resources().get("CPU", 1) / num_workers)
+        cpus = 0 if gpu else min(1.0, resources.get("CPU", 1) / num_workers)
         self.workers = [
             SandboxWorker.options(num_cpus=cpus, num_gpus=gpu).remote(self.device, slot, evaluator_kwargs)
             for slot in range(num_workers)

@@ -264,6 +264,17 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
     # Bound before the candidate runs, so later monkey-patching cannot reach the protocol.
     plain, is_tensor, encode = is_plain_tensor, torch.is_tensor, wire.encode
     rep.send({"event": "started", "seccomp": seccomp, "uid": os.getuid()})
+
+    def call(model: Any, args: list[Any]) -> Any:
+        """One forward on NaN-poisoned memory, with the op recorder watching."""
+        _poison(device, 1 << 20)
+        recorder.active = True
+        try:
+            with torch.no_grad(), recorder:
+                return model(*args)
+        finally:
+            recorder.active = False
+
     phase = "compile"
     try:
         module = _import_candidate(job["code"])
@@ -288,12 +299,7 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
                 args, reused = prev, True
             else:
                 args = _clone(fresh)
-            _poison(device, chk.get("poison_bytes", 1 << 20))
-            recorder.active = True
-            with torch.no_grad(), recorder:
-                out1 = model(*args)
-            recorder.active = False
-            outs1 = _as_list(out1)
+            outs1 = _as_list(call(model, args))
             meta = [
                 {
                     "type": type(o).__name__,
@@ -308,20 +314,13 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
             inputs_after = [a for a in args if isinstance(a, torch.Tensor)]
             snapshot = encode(outs1 + inputs_after)
             prev_args[vi] = args
-            args2 = _clone(fresh)
-            _poison(device, chk.get("poison_bytes", 1 << 20))
-            recorder.active = True
-            with torch.no_grad(), recorder:
-                out2 = model(*args2)
-            recorder.active = False
-            outs2 = [o for o in _as_list(out2) if plain(o)]
+            outs2 = [o for o in _as_list(call(model, _clone(fresh))) if plain(o)]
             header = {
                 "event": "check",
                 "index": ci,
                 "meta": meta,
                 "reused": reused,
                 "n_out": len(outs1),
-                "n_out2": len(outs2),
                 "n_in": len(inputs_after),
             }
             write_frame(out_fd, header, snapshot + encode(outs2))

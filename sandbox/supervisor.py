@@ -10,7 +10,9 @@ import json
 import os
 import secrets
 import selectors
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -509,9 +511,9 @@ class Evaluator:
         checks: list[Check] = []
         prev: dict[int, tuple[list, list]] = {}
         for ci, lay in enumerate(layout):
-            refs_out = wire.decode(lay["outputs"])
             if ci not in checks_raw:
                 continue
+            refs_out = wire.decode(lay["outputs"])
             header, payload = checks_raw[ci]
             outs1 = outs2 = after = None
             meta = header.get("meta") if isinstance(header.get("meta"), list) else []
@@ -542,10 +544,10 @@ class Evaluator:
             prev[lay["vi"]] = (outs1 or [], refs_out)
             checks.append(res.check)
         forward_ran = bool(checks)
-        done = events.get("done", {})
-        ref_ops = refs[0][1].get("ref_ops", {})
         if "done" in events:  # the hooks' report; a killed child has none, and absence proves nothing
-            hacks += judge.runtime_hacks(done, cand.backend, ref_ops, forward_ran)
+            hacks += judge.runtime_hacks(
+                events["done"], cand.backend, refs[0][1].get("ref_ops", {}), forward_ran
+            )
         if cand.backend == "none" and "no_kernel" not in hacks:
             hacks.append("no_kernel")
         err = events.get("error")
@@ -625,8 +627,6 @@ class Evaluator:
 
 def _split_check_payload(payload: bytes, header: dict[str, Any]) -> tuple[list, list, list]:
     """A check payload is two wire messages back to back: (outputs + inputs after run 1), (outputs of run 2)."""
-    import struct
-
     (hlen,) = struct.unpack("<Q", payload[:8])
     entries = json.loads(payload[8 : 8 + hlen])
     body = sum(e.get("n", 0) for e in entries if isinstance(e, dict))
@@ -638,8 +638,6 @@ def _split_check_payload(payload: bytes, header: dict[str, Any]) -> tuple[list, 
 
 def _describe_exit(code: Any) -> str:
     if isinstance(code, int) and code < 0:
-        import signal
-
         try:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
