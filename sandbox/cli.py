@@ -1,4 +1,4 @@
-"""The `kernelrl` command line. `check` scores one candidate; later subcommands join this one parser."""
+"""`kernelrl check`: score one candidate against one problem in the sandbox and print the verdict."""
 
 from __future__ import annotations
 
@@ -71,11 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kernelrl", description="Train LLMs to write fast, correct GPU kernels."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parser(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser(
         "check", help="run one candidate against one problem in the sandbox and print the verdict"
     )
@@ -90,13 +86,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print the verdict as the JSON contract")
     check.set_defaults(func=cmd_check)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ RELU = BUNDLED_DIR / "relu"
 
 def kernelrl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sandbox.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "kernelrl.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 

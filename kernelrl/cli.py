@@ -1,0 +1,26 @@
+"""`kernelrl <command>`: each room adds its own subcommand; this module only lists them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sandbox import cli as check_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kernelrl", description="Train LLMs to write fast, correct GPU kernels."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
