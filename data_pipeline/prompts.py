@@ -30,7 +30,7 @@ _RULES = {
     ),
 }
 
-_EXAMPLE_PROBLEM = '''import torch
+_EXAMPLE_PROBLEM = """import torch
 import torch.nn as nn
 
 
@@ -51,10 +51,10 @@ def get_inputs():
 
 def get_init_inputs():
     return []
-'''
+"""
 
 _EXAMPLE_ANSWER = {
-    "triton": '''Elementwise addition is memory-bound: one flat pass, 1024 elements per program, masked tail.
+    "triton": """Elementwise addition is memory-bound: one flat pass, 1024 elements per program, masked tail.
 
 ```python
 import torch
@@ -82,7 +82,7 @@ class ModelNew(nn.Module):
         n = a.numel()
         add_kernel[(triton.cdiv(n, 1024),)](a, b, out, n, BLOCK=1024)
         return out
-```''',
+```""",
     "cuda": '''Elementwise addition is memory-bound: one thread per element, 256 threads per block.
 
 ```python
