@@ -10,7 +10,9 @@ YAML file::
 
 The reward is the weighted sum of the components that apply (None = not applicable, left out). It is None
 when the sandbox could not judge (``infra_error``, ``not_executed``): an outage must never read as a wrong
-answer. Every result carries its per-component breakdown and the verdict.
+answer. A detected hack gets the lowest reward the weights allow (minus the sum of the counted weights),
+whatever its text scores, so it sits below every honest outcome under any weights. Every result carries its
+per-component breakdown and the verdict.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import math
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -213,13 +216,18 @@ class Scorer:
         for name, fn in self.components.items():
             try:
                 value = fn(sample)
+                value = None if value is None else float(value)
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"returned {value}")  # one NaN would poison a whole group's advantages
             except Exception as e:  # a user component's bug must not take the batch down
                 value = None
                 notes.append(f"component {name} failed: {type(e).__name__}: {e}")
-            components[name] = None if value is None else float(value)
+            components[name] = value
         counted = [(self.config.weights[n], v) for n, v in components.items() if v is not None]
         if (verdict is not None and verdict.status in UNJUDGED) or not counted:
             reward = None
+        elif verdict is not None and verdict.status == "hack_detected":
+            reward = -sum(abs(w) for w, _ in counted)  # the floor: no text shaping lifts a hack
         else:
             reward = sum(w * v for w, v in counted)
         return RewardResult(reward, components, verdict, notes)

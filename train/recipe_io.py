@@ -1,0 +1,52 @@
+"""What every training entry point shares: loading a curated dataset, and recording how a model was made."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict, load_dataset, load_from_disk
+
+
+def load_data(name: str, config: str | None = None) -> DatasetDict:
+    """A dataset saved by `kernelrl curate` (a directory) or any hub dataset id."""
+    if name is None:
+        raise ValueError("the recipe sets no dataset_name (a `kernelrl curate` output directory or a hub id)")
+    if Path(name).is_dir():
+        data = load_from_disk(name)
+        if not isinstance(data, DatasetDict):
+            raise ValueError(
+                f"{name} holds a single split; expected the DatasetDict `kernelrl curate` writes"
+            )
+        return data
+    return load_dataset(name, name=config)
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj if isinstance(obj, (str, int, float, bool, type(None))) else str(obj)
+
+
+def write_model_card(output_dir: str, stage: str, *args: Any, rewards: dict | None = None) -> None:
+    """Append the recipe (all arguments), the data and the reward configuration to the saved model's card,
+    and keep them machine-readable in ``kernelrl_recipe.json``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = {"stage": stage, "arguments": [_plain(a) for a in args], "rewards": rewards}
+    (out / "kernelrl_recipe.json").write_text(json.dumps(recipe, indent=2))
+    card = out / "README.md"
+    text = card.read_text() if card.is_file() else f"# {out.name}\n"
+    data = next((a.dataset_name for a in args if hasattr(a, "dataset_name")), None)
+    text += (
+        f"\n## kernelrl\n\nStage: `{stage}`. Data: `{data}`.\n\n"
+        + (f"Reward weights: `{json.dumps(rewards)}`.\n\n" if rewards else "")
+        + "The full recipe (every argument) is in `kernelrl_recipe.json`.\n"
+    )
+    card.write_text(text)

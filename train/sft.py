@@ -1,0 +1,45 @@
+"""Supervised fine-tuning on curated (problem, reasoning, kernel) conversations with TRL's SFTTrainer.
+
+    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml -m train.sft \
+        --config recipes/qwen2.5-coder-7b/sft.yaml
+    python -m train.sft --config recipes/smollm2-135m/sft.yaml
+
+The dataset is a `kernelrl curate` output directory (its ``train`` split holds ``messages``) or a hub id.
+``model_name_or_path: embedded`` is the embedded SmolLM2-135M-Instruct checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from train.embedded_model import resolve_model
+from train.recipe_io import load_data, write_model_card
+
+
+@dataclass
+class SFTScriptArguments(ScriptArguments):
+    pass
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
+    model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
+    dataset = load_data(script_args.dataset_name, script_args.dataset_config)
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=dataset[script_args.dataset_train_split],
+        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        write_model_card(training_args.output_dir, "sft", script_args, training_args, model_args)
+    trainer.accelerator.print(f"SFT model saved to {training_args.output_dir}")
+
+
+if __name__ == "__main__":
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    main(*parser.parse_args_and_config())
