@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rewards import server
 from sandbox import cli as check_cli
+from train import evaluate as eval_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     check_cli.add_parser(sub)
+    server.add_parser(sub)
+    eval_cli.add_parser(sub)
     return parser
 
 

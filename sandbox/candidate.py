@@ -4,8 +4,9 @@ This module only reads text and parses it with `ast`; it never imports or runs c
 
 Extraction contract (rewards, curation and the verifier rely on it):
 
-1. Line endings are normalised to ``\\n``. An empty or whitespace-only completion is the format error
-   "empty completion".
+1. Line endings are normalised to ``\\n``, and chat-template tokens trailing the text (``<|im_end|>``,
+   ``<|endoftext|>``, ``</s>``, ``<eos>``, ...: trainers that decode with special tokens leave them after the
+   closing fence) are dropped. An empty or whitespace-only completion is the format error "empty completion".
 2. Fences follow CommonMark, with any indentation: a line of three or more backticks or tildes opens a block
    (for backticks the info string may not contain a backtick); the first word of the info string, lowercased,
    is the tag. The block ends at a line holding only the same character, at least as many times. Content lines
@@ -55,6 +56,7 @@ ERR_NO_FORWARD = "`ModelNew` has no `forward` method"
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)$")
 _FENCE_CLOSE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*$")
+_SPECIAL_TAIL = re.compile(r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<pad>))+\s*$")
 _MODELNEW_LINE = re.compile(r"^[ \t]*class[ \t]+ModelNew\b", re.MULTILINE)
 
 
@@ -80,7 +82,7 @@ class _Block:
 
 def extract_candidate(text: str) -> Candidate:
     """Apply the extraction contract in the module docstring to one completion."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _SPECIAL_TAIL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     if not text.strip():
         return _rejected(text, text.strip(), ERR_EMPTY)
     blocks = _fenced_blocks(text)

@@ -270,3 +270,12 @@ def test_cuda_candidate_backend() -> None:
         "class ModelNew(nn.Module):\n    def forward(self, x):\n        return mod.relu_cuda(x)\n"
     )
     assert extract_candidate(fenced(code)).backend == "cuda"
+
+
+def test_trailing_chat_template_tokens_are_not_a_truncation():
+    code = "import torch.nn as nn\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return x\n"
+    for tail in ("<|im_end|>", "<|im_end|>\n<|endoftext|>", "</s>", " <eos>\n"):
+        cand = extract_candidate(f"Reasoning.\n\n```python\n{code}```{tail}")
+        assert cand.format_error is None and cand.code == code, tail
+    # a token in the middle of the text is the model's own business, not stripped
+    assert extract_candidate(f"```python\n{code}```\n<|im_end|>\nmore prose").format_error is None
