@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_pipeline import curate as curate_cli
 from rewards import server
 from sandbox import cli as check_cli
 from train import evaluate as eval_cli
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_cli.add_parser(sub)
     server.add_parser(sub)
     eval_cli.add_parser(sub)
+    curate_cli.add_parser(sub)
     return parser
 
 

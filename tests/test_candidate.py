@@ -273,7 +273,9 @@ def test_cuda_candidate_backend() -> None:
 
 
 def test_trailing_chat_template_tokens_are_not_a_truncation():
-    code = "import torch.nn as nn\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return x\n"
+    code = (
+        "import torch.nn as nn\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return x\n"
+    )
     for tail in ("<|im_end|>", "<|im_end|>\n<|endoftext|>", "</s>", " <eos>\n"):
         cand = extract_candidate(f"Reasoning.\n\n```python\n{code}```{tail}")
         assert cand.format_error is None and cand.code == code, tail

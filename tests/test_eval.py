@@ -349,7 +349,7 @@ def test_cli_rereports_a_finished_run_without_sandbox_work(scorer, known, tmp_pa
 
 
 def test_embedded_model_end_to_end(scorer, tmp_path):
-    from train.embedded_model import EmbeddedModelError, embedded_model_path
+    from data_pipeline.embedded_model import EmbeddedModelError, embedded_model_path
 
     try:
         embedded_model_path()

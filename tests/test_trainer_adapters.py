@@ -286,51 +286,14 @@ def test_openrlhf_reward_func_tensors():
 
 # ---------------------------------------------------------------------------------- GRPOTrainer (TRL)
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 
-
-def _tiny_tokenizer():
-    """A byte-level BPE trained here on the bundled problems: no hub access needed."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator([p.source for p in bundled_problems().values()] + [SOLUTION], trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", chat_template=CHAT_TEMPLATE
-    )
-
-
-def test_grpo_trainer_two_steps_with_kernel_reward(tmp_path):
-    import torch
+def test_grpo_trainer_two_steps_with_kernel_reward(tmp_path, tiny_model_dir):
     from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    tok = _tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     rows = [
         {"prompt": [{"role": "user", "content": f"Write ModelNew for {n}."}], "problem": f"bundled:{n}"}
         for n in ("relu", "gelu")

@@ -36,7 +36,7 @@ from sandbox.problem import Problem, ProblemError, bundled_problems, load_proble
 
 def _generate() -> Callable[..., list[list[str]]]:
     """The shared generation function; the one place that says where it lives."""
-    from train.generation import generate
+    from data_pipeline.generation import generate
 
     return generate
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
+from data_pipeline.embedded_model import resolve_model
 from rewards import trl_reward
 from rewards.compose import load_config
-from train.embedded_model import resolve_model
 from train.recipe_io import load_data, write_model_card
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from train.embedded_model import resolve_model
+from data_pipeline.embedded_model import resolve_model
 from train.recipe_io import load_data, write_model_card
 
 
