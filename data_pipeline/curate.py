@@ -111,6 +111,7 @@ class OutputConfig(BaseModel):
     rl_split: bool = True
     rl_problems: Literal["all", "solved", "unsolved"] = "all"  # which filtered problems go to `rl`
     rl_backend: Literal["triton", "cuda"] = "triton"
+    one_shot: bool = True  # the prompts' one-shot example (False: compact prompts, e.g. a small model on CPU)
     push_to_hub: str | None = None  # a hub dataset id
     private: bool = True
     plot: bool = True
@@ -513,7 +514,9 @@ class Curator:
         rows = []
         for t in sorted(tasks, key=lambda t: (t.category, t.name)):
             for r in selected.get(t.id, []):
-                prompt = build_prompt(t.source, teacher_backend.get(r["teacher"], "triton"))
+                prompt = build_prompt(
+                    t.source, teacher_backend.get(r["teacher"], "triton"), cfg.output.one_shot
+                )
                 rows.append(
                     {
                         "messages": [*prompt, {"role": "assistant", "content": r["text"]}],
@@ -540,7 +543,7 @@ class Curator:
             lengths = [r["reasoning_chars"] for r in per_task.get(t.id, [])]
             rl_rows.append(
                 {
-                    "prompt": build_prompt(t.source, cfg.output.rl_backend),
+                    "prompt": build_prompt(t.source, cfg.output.rl_backend, cfg.output.one_shot),
                     "problem": t.source,
                     "problem_id": t.id,
                     "name": t.name,

@@ -124,19 +124,22 @@ def _task(source: str) -> str:
     return f"```python\n{source.rstrip()}\n```"
 
 
-def user_prompt(problem_source: str, backend: str = "triton") -> str:
-    """The user turn: rules, the one-shot example, then the problem."""
+def user_prompt(problem_source: str, backend: str = "triton", one_shot: bool = True) -> str:
+    """The user turn: rules, the one-shot example (unless ``one_shot`` is False: a model fine-tuned on this
+    format does not need it, and on a CPU its ~400 tokens dominate every step), then the problem."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    return (
-        f"{_RULES[backend]}\n\nExample problem:\n{_task(_EXAMPLE_PROBLEM)}\n\n"
-        f"Example answer:\n{_EXAMPLE_ANSWER[backend]}\n\nNow the problem to solve:\n{_task(problem_source)}"
+    example = (
+        f"Example problem:\n{_task(_EXAMPLE_PROBLEM)}\n\nExample answer:\n{_EXAMPLE_ANSWER[backend]}\n\n"
+        if one_shot
+        else ""
     )
+    return f"{_RULES[backend]}\n\n{example}Now the problem to solve:\n{_task(problem_source)}"
 
 
-def build_prompt(problem_source: str, backend: str = "triton") -> list[dict[str, str]]:
+def build_prompt(problem_source: str, backend: str = "triton", one_shot: bool = True) -> list[dict[str, str]]:
     """Chat messages (system + user) for one problem, in the conversational format TRL takes."""
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": user_prompt(problem_source, backend)},
+        {"role": "user", "content": user_prompt(problem_source, backend, one_shot)},
     ]

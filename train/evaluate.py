@@ -141,6 +141,7 @@ class EvalConfig(BaseModel):
     out: str | None = None
     label: str | None = None  # model name for completion rows without a `model` field (default: file stem)
     prompt_backend: Literal["triton", "cuda"] = "triton"
+    one_shot: bool = True  # the prompts' one-shot example (False for models fine-tuned on compact prompts)
     max_new_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -423,7 +424,7 @@ def _evaluate_model(
     skipped = len(problems) * k - sum(len(v) for v in missing.values())
     if not need:
         return _run_stats(0, skipped, 0.0, time.perf_counter())
-    prompts = [build_prompt(ep.problem.source, config.prompt_backend) for ep in need]
+    prompts = [build_prompt(ep.problem.source, config.prompt_backend, config.one_shot) for ep in need]
     if progress:
         print(f"kernelrl eval: generating {k} x {len(need)} completions with {model}", file=sys.stderr)
     t0 = time.perf_counter()
@@ -504,6 +505,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (results.jsonl is resumed if present)")
     p.add_argument("--label", help="model name for completion rows without a 'model' field")
     p.add_argument("--prompt-backend", choices=["triton", "cuda"], help="what the prompt asks for")
+    p.add_argument(
+        "--one-shot", action=argparse.BooleanOptionalAction, default=None, help="include the one-shot example"
+    )
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-p", type=float)
