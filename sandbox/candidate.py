@@ -56,7 +56,7 @@ ERR_NO_FORWARD = "`ModelNew` has no `forward` method"
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)$")
 _FENCE_CLOSE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*$")
-_SPECIAL_TAIL = re.compile(r"(?:\s*(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<pad>))+\s*$")
+_SPECIAL_TOKEN_END = re.compile(r"(?:<\|[^|<>\s]{1,40}\|>|</s>|<eos>|<end_of_turn>|<pad>)$")
 _MODELNEW_LINE = re.compile(r"^[ \t]*class[ \t]+ModelNew\b", re.MULTILINE)
 
 
@@ -82,7 +82,7 @@ class _Block:
 
 def extract_candidate(text: str) -> Candidate:
     """Apply the extraction contract in the module docstring to one completion."""
-    text = _SPECIAL_TAIL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _strip_special_tail(text.replace("\r\n", "\n").replace("\r", "\n"))
     if not text.strip():
         return _rejected(text, text.strip(), ERR_EMPTY)
     blocks = _fenced_blocks(text)
@@ -105,6 +105,16 @@ def extract_candidate(text: str) -> Candidate:
     return Candidate(
         code=code, backend=detect_backend(code), format_error=None, sha256=_sha(code), reasoning=reasoning
     )
+
+
+def _strip_special_tail(text: str) -> str:
+    """Drop chat-template tokens at the end (rule 1); linear time, since completions come from anyone."""
+    while True:
+        tail = text.rstrip()
+        m = _SPECIAL_TOKEN_END.search(tail[-48:])
+        if m is None:
+            return text
+        text = tail[: len(tail) - (m.end() - m.start())]
 
 
 def check_code(code: str) -> str | None:

@@ -281,3 +281,12 @@ def test_trailing_chat_template_tokens_are_not_a_truncation():
         assert cand.format_error is None and cand.code == code, tail
     # a token in the middle of the text is the model's own business, not stripped
     assert extract_candidate(f"```python\n{code}```\n<|im_end|>\nmore prose").format_error is None
+
+
+def test_extraction_is_linear_in_long_whitespace_runs():
+    # a quadratic tail scan would take about a minute here: a denial of service for the reward server
+    import time
+
+    start = time.monotonic()
+    extract_candidate("x" + " " * 200_000 + "y")
+    assert time.monotonic() - start < 5
