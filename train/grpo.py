@@ -53,6 +53,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         peft_config=get_peft_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trl_reward.reset()  # free the in-process sandbox pool's Ray resources (a later pool would wait on them)
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         write_model_card(
