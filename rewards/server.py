@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import hmac
 import ipaddress
 import logging
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
@@ -127,7 +124,6 @@ def create_app(
     needs_pool = scorer.config.needs_verdict
     info: dict[str, list[str]] = {"isolation": []}
     admit = asyncio.Lock()  # the queue check and the submission it admits happen as one step
-    compose = _Composer(scorer)
 
     def pool() -> Any:
         return scorer.pool if needs_pool else None
@@ -196,7 +192,9 @@ def create_app(
                     )
             futures = await asyncio.to_thread(scorer.submit, problems, completions)
         verdicts = await asyncio.gather(*(_verdict(f) for f in futures))
-        results = await asyncio.to_thread(compose, completions, verdicts)
+        results = await asyncio.to_thread(
+            lambda: [scorer.result(c, v) for c, v in zip(completions, verdicts, strict=True)]
+        )
         for r in results:
             metrics.verdicts.labels(r.verdict.status if r.verdict else "none").inc()
         return results
@@ -285,37 +283,6 @@ def create_app(
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-class _Composer:
-    """`scorer.result` with a memo of recent pairs. A repeated pair comes back from the pool's cache as the
-    very same Verdict object; composing it again would redo the static analysis (~10 ms a completion, most
-    of a cache hit's cost). Keyed by the completion's hash and the verdict's identity (held, so the id stays
-    valid)."""
-
-    def __init__(self, scorer: Scorer, size: int = 4096) -> None:
-        self.scorer, self.size = scorer, size
-        self.memo: OrderedDict[tuple[bytes, int], tuple[Verdict | None, RewardResult]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def __call__(self, completions: list[str], verdicts: list[Verdict | None]) -> list[RewardResult]:
-        out = []
-        for c, v in zip(completions, verdicts, strict=True):
-            key = (hashlib.sha256(c.encode("utf-8", "surrogatepass")).digest(), id(v))
-            with self.lock:
-                hit = self.memo.get(key)
-                if hit is not None:
-                    self.memo.move_to_end(key)
-            if hit is not None and hit[0] is v:
-                out.append(hit[1])
-                continue
-            result = self.scorer.result(c, v)
-            with self.lock:
-                self.memo[key] = (v, result)
-                while len(self.memo) > self.size:
-                    self.memo.popitem(last=False)
-            out.append(result)
-        return out
 
 
 def _start_workers(scorer: Scorer) -> list[str]:
