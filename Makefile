@@ -1,7 +1,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test check lint format bench clean
+.PHONY: install demo test check lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -9,7 +9,11 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 	touch $@
 
-# The main job at this stage: score the bundled softmax solution in the sandbox.
+# The main job: curate -> SFT -> GRPO -> evaluate the embedded model on a CPU (~15 min on 2 cores).
+demo: install
+	$(BIN)/kernelrl demo
+
+# A one-minute smoke check: score the bundled softmax solution in the sandbox.
 check: install
 	$(BIN)/kernelrl check --problem bundled:softmax --candidate sandbox/bundled/softmax/solution.py
 

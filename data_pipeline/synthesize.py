@@ -189,26 +189,22 @@ def _elementwise(spec: dict[str, Any]) -> tuple[str, str]:
         "return out",
     ]
     n = math.prod(spec["constants"].values())
-    n_in = 1 + has_y
     reasoning = (
-        f"This is a chain of {len(ops)} elementwise op{'s' if len(ops) > 1 else ''} ({_describe_ops(ops)}) over "
-        f"{_fmt(n)} {spec['dtype']} elements: a handful of FLOPs per element against {n_in + 1} tensor pass"
-        f"{'es' if n_in else ''} of memory traffic, so it is purely memory-bound. PyTorch would write and re-read "
-        "an intermediate tensor per op; I fuse the whole chain into one kernel that reads each input once and "
-        "writes the output once. A 1-D grid of 1024-element blocks covers the flattened tensor, with a tail mask "
-        "so any size works."
+        f"Elementwise chain over {_fmt(n)} {spec['dtype']} elements: {_describe_ops(ops)}. Memory-bound, so one "
+        "fused kernel reads each input once and writes the output once; a 1-D grid of 1024-element blocks "
+        "with a tail mask covers any size."
     )
     if params:
         reasoning += (
-            f" The {params[0]} parameter is indexed with {'(i // (H*W)) % C' if channel else 'i % last_dim'} "
-            "instead of materialising the broadcast."
+            f" The {params[0]} parameter is indexed with {'(i // (H*W)) % C' if channel else 'i % last_dim'}, "
+            "not broadcast in memory."
         )
     if fp16:
-        reasoning += " Inputs are fp16: I load them, compute in fp32 for accuracy, and store back to fp16."
+        reasoning += " fp16 inputs: compute in fp32, store fp16."
     if {o["op"] for o in ops} & {"tanh", "gelu_tanh", "mish"}:
-        reasoning += " tanh is written with exp(-2|x|) so it cannot overflow for large inputs."
+        reasoning += " tanh via exp(-2|x|) cannot overflow."
     if any(o["op"] == "gelu" for o in ops):
-        reasoning += " GELU is the exact erf form that F.gelu uses by default."
+        reasoning += " GELU is the exact erf form (F.gelu's default)."
     return reasoning, _module(spec, [*_helpers(ops), kernel], forward)
 
 

@@ -8,6 +8,7 @@ import sys
 from data_pipeline import curate as curate_cli
 from rewards import server
 from sandbox import cli as check_cli
+from train import demo as demo_cli
 from train import evaluate as eval_cli
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_parser(sub)
     eval_cli.add_parser(sub)
     curate_cli.add_parser(sub)
+    demo_cli.add_parser(sub)
     return parser
 
 

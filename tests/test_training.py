@@ -21,6 +21,7 @@ from data_pipeline.prompts import build_prompt
 from rewards import trl_reward
 from sandbox import bundled_problems
 from train import grpo, sft
+from train.recipe_io import as_prompt_completion, load_data
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m"
 NAMES = ["relu", "elementwise_add"]
@@ -33,7 +34,10 @@ def data_dir(tmp_path_factory):
     for name in NAMES:
         p = problems[name]
         answer = f"{p.extras['reasoning'].strip()}\n\n```python\n{p.extras['solution']}```"
-        rows.append({"messages": build_prompt(p.source) + [{"role": "assistant", "content": answer}]})
+        prompt = build_prompt(
+            p.source, one_shot=False
+        )  # short enough that max_length 384 keeps answer tokens
+        rows.append({"messages": prompt + [{"role": "assistant", "content": answer}]})
     rl = [
         {"prompt": build_prompt(problems[n].source), "problem": problems[n].source, "name": n} for n in NAMES
     ]
@@ -48,6 +52,29 @@ def _parse(types, recipe: Path, *overrides: str):
     return TrlParser(types).parse_args_and_config(
         args=["--config", str(recipe), *overrides], fail_with_unknown_args=True
     )
+
+
+def test_sft_data_puts_the_loss_on_the_answer(data_dir):
+    rows = as_prompt_completion(load_data(str(data_dir))["train"])
+    assert "messages" not in rows.column_names
+    assert [m["role"] for m in rows[0]["prompt"]] == ["system", "user"]
+    assert [m["role"] for m in rows[0]["completion"]] == ["assistant"]
+    assert "```python" in rows[0]["completion"][0]["content"]
+    rl = load_data(str(data_dir))["rl"]
+    assert as_prompt_completion(rl).column_names == rl.column_names  # already prompt-shaped: untouched
+    unanswered = Dataset.from_list([{"messages": [{"role": "user", "content": "write a kernel"}]}])
+    with pytest.raises(ValueError, match="assistant"):
+        as_prompt_completion(unanswered)
+
+
+def test_sft_names_a_max_length_that_leaves_no_answer(data_dir, tmp_path):
+    args = _parse(
+        (sft.SFTScriptArguments, SFTConfig, ModelConfig),
+        RECIPES / "sft.yaml",
+        *("--dataset_name", str(data_dir), "--output_dir", str(tmp_path), "--max_length", "64"),
+    )
+    with pytest.raises(ValueError, match="max_length=64"):
+        sft.main(*args)
 
 
 def test_tiny_sft_saves_a_loadable_checkpoint_with_its_recipe(data_dir, tmp_path):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 
 def load_data(name: str, config: str | None = None) -> DatasetDict:
@@ -22,6 +22,20 @@ def load_data(name: str, config: str | None = None) -> DatasetDict:
             )
         return data
     return load_dataset(name, name=config)
+
+
+def as_prompt_completion(rows: Dataset) -> Dataset:
+    """Split curated ``messages`` into ``prompt`` (every turn before the answer) and ``completion`` (the
+    assistant's answer), so TRL computes the SFT loss on the answer only (its default for prompt-completion
+    data; ``completion_only_loss: false`` restores loss on the whole conversation). Other layouts pass through."""
+    if "messages" not in rows.column_names or "prompt" in rows.column_names:
+        return rows
+    if any(not m or m[-1]["role"] != "assistant" for m in rows["messages"]):
+        raise ValueError("every `messages` row must end with the assistant's answer")
+    return rows.map(
+        lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+        remove_columns=["messages"],
+    )
 
 
 def _plain(obj: Any) -> Any:
