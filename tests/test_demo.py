@@ -30,7 +30,7 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
             "1",
         ]
     )
-    assert args.func is demo.cmd_demo and args.sft_lr == 3e-4
+    assert args.func is demo.cmd_demo
     try:
         result = demo.main(args)
     finally:

@@ -1,7 +1,7 @@
 """The end-to-end demo on the embedded model and a CPU: curate -> SFT -> GRPO -> evaluate base, SFT and GRPO
 on held-out generated problems, then one table and the GRPO reward curve.
 
-    kernelrl demo [--out outputs/demo] [--train 48] [--heldout 6] [--sft-steps 20] [--grpo-steps 2]
+    kernelrl demo [--out outputs/demo] [--train 48] [--heldout 6] [--sft-steps 24] [--grpo-steps 2]
     python -m train.demo ...                         (the same)
 
 Every stage reuses the real entry points and recipes (`recipes/data/demo_cpu.yaml`,
@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> dict:
                     *("--config", str(RECIPES / "smollm2-135m" / "sft.yaml")),
                     *("--dataset_name", str(out / "data"), "--output_dir", str(out / "sft")),
                     *("--max_steps", str(args.sft_steps), "--max_length", "1024"),
-                    *("--learning_rate", str(args.sft_lr), "--logging_steps", "4"),
+                    *("--logging_steps", "4"),
                 ]
             )
         )
@@ -142,8 +142,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", help="output directory (a rerun skips finished stages)")
     p.add_argument("--train", type=int, default=48, help="generated training problems")
     p.add_argument("--heldout", type=int, default=6, help="held-out generated problems for the evaluation")
-    p.add_argument("--sft-steps", type=int, default=20)
-    p.add_argument("--sft-lr", type=float, default=3e-4)
+    p.add_argument("--sft-steps", type=int, default=24)
     p.add_argument("--grpo-steps", type=int, default=2)
 
 
