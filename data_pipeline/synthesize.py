@@ -165,7 +165,8 @@ def _elementwise(spec: dict[str, Any]) -> tuple[str, str]:
         where = "one value per channel" if channel else "one value per position of the last dim"
         body += [f"# The parameter broadcasts with {where}.", f"param_idx = {idx}"]
         body += [f"{p} = tl.load({p}_ptr + param_idx, mask=mask, other=0.0)" for p in params]
-    body += _op_lines(ops, "x", {p: p for p in params})
+    for op, line in zip(ops, _op_lines(ops, "x", {p: p for p in params}), strict=True):
+        body += [f"# x = {torch_op(op)}", line]  # each step of the chain beside the op it replaces
     body.append("tl.store(out_ptr + offsets, x, mask=mask)")
     kernel = _kernel(
         "fused_elementwise_kernel",
