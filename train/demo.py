@@ -56,8 +56,7 @@ def main(args: argparse.Namespace) -> dict:
                 args=[
                     *("--config", str(RECIPES / "smollm2-135m" / "sft.yaml")),
                     *("--dataset_name", str(out / "data"), "--output_dir", str(out / "sft")),
-                    *("--max_steps", str(args.sft_steps), "--max_length", "1024"),
-                    *("--logging_steps", "4"),
+                    *("--max_steps", str(args.sft_steps), "--logging_steps", "4"),
                 ]
             )
         )
