@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import ray
 
 from data_pipeline.generate import generate_problems
@@ -46,3 +47,9 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     held = [json.loads(line)["spec"]["ops"] for line in (tmp_path / "heldout" / "specs.jsonl").open()]
     trained = [g.spec["ops"] for g in generate_problems(4, seed=0, categories=["elementwise"])]
     assert len(held) == 1 and held[0] not in trained  # held out: no training op chain at other sizes
+
+
+def test_demo_refuses_sizes_that_are_not_positive(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["demo", "--heldout", "0"])
+    assert e.value.code == 2 and "--heldout: expected a positive integer, got '0'" in capsys.readouterr().err

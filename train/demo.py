@@ -137,19 +137,29 @@ def _plot(curve: list[tuple[int, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", help="output directory (a rerun skips finished stages)")
-    p.add_argument("--train", type=int, default=48, help="generated training problems")
-    p.add_argument("--heldout", type=int, default=6, help="held-out generated problems for the evaluation")
-    p.add_argument("--sft-steps", type=int, default=24)
-    p.add_argument("--grpo-steps", type=int, default=2)
+    p.add_argument("--train", type=_positive, default=48, help="generated training problems")
+    p.add_argument(
+        "--heldout", type=_positive, default=6, help="held-out generated problems for the evaluation"
+    )
+    p.add_argument("--sft-steps", type=_positive, default=24, help="SFT optimizer steps (batches of 2)")
+    p.add_argument(
+        "--grpo-steps", type=_positive, default=2, help="GRPO steps (2 completions of one prompt each)"
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole chain on the embedded model and a CPU: curate, SFT, GRPO, evaluate (~15 min on 2 cores)",
-        description=__doc__.splitlines()[0],
+        description=__doc__.split("\n\n")[0],
     )
     _arguments(p)
     p.set_defaults(func=cmd_demo)
@@ -161,6 +171,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0])
     _arguments(ap)
     main(ap.parse_args())
