@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
 	touch $@
 
-# The main job: curate -> SFT -> GRPO -> evaluate the embedded model on a CPU (~15 min on 2 cores).
+# The main job: curate -> SFT -> GRPO -> evaluate the embedded model on a CPU (~14 min on 2 cores).
 demo: install
 	$(BIN)/kernelrl demo
 

@@ -158,7 +158,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole chain on the embedded model and a CPU: curate, SFT, GRPO, evaluate (~15 min on 2 cores)",
+        help="the whole chain on the embedded model and a CPU: curate, SFT, GRPO, evaluate (~14 min on 2 cores)",
         description=__doc__.split("\n\n")[0],
     )
     _arguments(p)
