@@ -34,9 +34,8 @@ def data_dir(tmp_path_factory):
     for name in NAMES:
         p = problems[name]
         answer = f"{p.extras['reasoning'].strip()}\n\n```python\n{p.extras['solution']}```"
-        prompt = build_prompt(
-            p.source, one_shot=False
-        )  # short enough that max_length 384 keeps answer tokens
+        # Compact prompts: short enough that max_length 384 keeps answer tokens.
+        prompt = build_prompt(p.source, one_shot=False)
         rows.append({"messages": prompt + [{"role": "assistant", "content": answer}]})
     rl = [
         {"prompt": build_prompt(problems[n].source), "problem": problems[n].source, "name": n} for n in NAMES

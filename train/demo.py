@@ -34,17 +34,17 @@ def main(args: argparse.Namespace) -> dict:
     times: dict[str, float] = {}
     t = time.monotonic()
     cfg = load_curate_config(RECIPES / "data" / "demo_cpu.yaml", output_dir=str(out / "data"))
-    cfg.sources[0].n, cfg.sources[0].categories = args.train, ["elementwise"]
+    source = cfg.sources[0]
+    source.n, source.categories = args.train, ["elementwise"]
     cfg.select.max_per_category = None
     cfg.output.one_shot = False
     report = curate(cfg)
     times["curate"] = time.monotonic() - t
 
     # Held out: not a training problem, nor the same op chain at other sizes (a memorised answer would pass).
-    train_ops = {
-        json.dumps(g.spec["ops"]) for g in generate_problems(args.train, seed=0, categories=["elementwise"])
-    }
-    held = generate_problems(4 * args.heldout, seed=1000, categories=["elementwise"])
+    trained = generate_problems(source.n, seed=source.seed, categories=source.categories)
+    train_ops = {json.dumps(g.spec["ops"]) for g in trained}
+    held = generate_problems(4 * args.heldout, seed=source.seed + 1000, categories=source.categories)
     write_problems(
         [g for g in held if json.dumps(g.spec["ops"]) not in train_ops][: args.heldout], out / "heldout"
     )
