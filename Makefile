@@ -15,7 +15,7 @@ demo: install
 
 # A one-minute smoke check: score the bundled softmax solution in the sandbox.
 check: install
-	$(BIN)/kernelrl check --problem bundled:softmax --candidate sandbox/bundled/softmax/solution.py
+	$(BIN)/kernelrl check --problem bundled:softmax --candidate kernelrl/sandbox/bundled/softmax/solution.py
 
 test: install
 	$(BIN)/ruff check .

@@ -19,10 +19,10 @@ import resource
 import time
 from datetime import datetime, timezone
 
-from data_pipeline.dedup import DedupConfig, deduplicate, fingerprints, load_eval_sets
-from data_pipeline.generate import generate_problems
-from data_pipeline.synthesize import synthesize
-from sandbox.problem import Problem, problem_id
+from kernelrl.data_pipeline.dedup import DedupConfig, deduplicate, fingerprints, load_eval_sets
+from kernelrl.data_pipeline.generate import generate_problems
+from kernelrl.data_pipeline.synthesize import synthesize
+from kernelrl.sandbox.problem import Problem, problem_id
 
 CATEGORIES = ["elementwise", "reduction", "softmax", "cumulative"]  # quick under the CPU interpreter
 
@@ -34,8 +34,8 @@ def _batch(n: int, seed: int) -> tuple[list[Problem], list[str]]:
 
 
 def bench_verify(n: int, workers: int, budget: int, n_seeds: int) -> dict:
-    from sandbox.pool import SandboxPool
-    from sandbox.supervisor import Evaluator
+    from kernelrl.sandbox.pool import SandboxPool
+    from kernelrl.sandbox.supervisor import Evaluator
 
     settings = {"device": "cpu", "element_budget": budget, "n_seeds": n_seeds, "run_timeout_s": 120}
     problems, texts = _batch(n, seed=101)

@@ -24,9 +24,9 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from rewards.compose import Scorer
-from sandbox.pool import SandboxPool
-from train.evaluate import EvalConfig, evaluate, resolve_problems
+from kernelrl.rewards.compose import Scorer
+from kernelrl.sandbox.pool import SandboxPool
+from kernelrl.train.evaluate import EvalConfig, evaluate, resolve_problems
 
 
 def run(config: EvalConfig, scorer: Scorer) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Time per GRPO step, split into generation, reward and update: rewards scored one completion at a time
-(the baseline) against the whole batch at once through the sandbox pool (`rewards.trl_reward.kernel_reward`),
+(the baseline) against the whole batch at once through the sandbox pool (`kernelrl.rewards.trl_reward.kernel_reward`),
 in one run, same model, data and seeds.
 
     .venv/bin/python bench/grpo_step.py [--model embedded] [--steps 3] [--generations 4] [--workers 2]
@@ -25,11 +25,11 @@ from rich.console import Console
 from rich.table import Table
 from trl import GRPOConfig, GRPOTrainer
 
-from data_pipeline.embedded_model import resolve_model
-from data_pipeline.prompts import build_prompt
-from rewards import trl_reward
-from rewards.compose import Scorer
-from sandbox import bundled_problems
+from kernelrl.data_pipeline.embedded_model import resolve_model
+from kernelrl.data_pipeline.prompts import build_prompt
+from kernelrl.rewards import trl_reward
+from kernelrl.rewards.compose import Scorer
+from kernelrl.sandbox import bundled_problems
 
 NAMES = ["relu", "gelu", "swish", "elementwise_add"]
 _counter = itertools.count()

@@ -43,10 +43,10 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from sandbox import Problem, bundled_problems
-from sandbox.pool import SandboxPool
-from sandbox.supervisor import Evaluator
-from sandbox.variants import plan_variants
+from kernelrl.sandbox import Problem, bundled_problems
+from kernelrl.sandbox.pool import SandboxPool
+from kernelrl.sandbox.supervisor import Evaluator
+from kernelrl.sandbox.variants import plan_variants
 
 BENCH = Path(__file__).resolve().parent
 NAIVE = BENCH / "naive_check.py"

@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from sandbox import bundled_problems
+from kernelrl.sandbox import bundled_problems
 
 FAST = ["relu", "elementwise_add", "swish", "gelu"]  # ~1 s per verdict under the CPU interpreter
 

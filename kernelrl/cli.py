@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data_pipeline import curate as curate_cli
-from rewards import server
-from sandbox import cli as check_cli
-from train import demo as demo_cli
-from train import evaluate as eval_cli
+from kernelrl.data_pipeline import curate as curate_cli
+from kernelrl.rewards import server
+from kernelrl.sandbox import cli as check_cli
+from kernelrl.train import demo as demo_cli
+from kernelrl.train import evaluate as eval_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

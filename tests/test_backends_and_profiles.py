@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import Evaluator
+from kernelrl.sandbox import Evaluator
 
 CUDA_RELU = r'''
 import torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import bundled_problems
+from kernelrl.sandbox import bundled_problems
 
 NAMES = sorted(bundled_problems())
 CATEGORIES = {

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from sandbox.candidate import (
+from kernelrl.sandbox.candidate import (
     ERR_EMPTY,
     ERR_NO_BASE,
     ERR_NO_BLOCK,

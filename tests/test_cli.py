@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from sandbox.problem import BUNDLED_DIR
+from kernelrl.sandbox.problem import BUNDLED_DIR
 
 RELU = BUNDLED_DIR / "relu"
 

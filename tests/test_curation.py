@@ -16,12 +16,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from data_pipeline.curate import ConfigError, CurateConfig, curate, load_config, main
-from data_pipeline.dedup import DedupConfig, deduplicate, load_eval_sets, normalize_source, op_signature
-from data_pipeline.filters import FilterConfig, ProblemFilter
-from data_pipeline.sources import Task, from_bundled, from_directory, from_generator, infer_category
-from data_pipeline.teachers import TeacherConfig, TeacherError, make_teacher
-from sandbox.problem import problem_id
+from kernelrl.data_pipeline.curate import ConfigError, CurateConfig, curate, load_config, main
+from kernelrl.data_pipeline.dedup import (
+    DedupConfig,
+    deduplicate,
+    load_eval_sets,
+    normalize_source,
+    op_signature,
+)
+from kernelrl.data_pipeline.filters import FilterConfig, ProblemFilter
+from kernelrl.data_pipeline.sources import Task, from_bundled, from_directory, from_generator, infer_category
+from kernelrl.data_pipeline.teachers import TeacherConfig, TeacherError, make_teacher
+from kernelrl.sandbox.problem import problem_id
 
 # ------------------------------------------------------------------------------------------- problem filters
 
@@ -245,8 +251,8 @@ import torch._inductor.config as cfg
 import torch.utils._triton as ut
 from torch._inductor import codecache
 from torch._inductor.compile_fx import compile_fx
-from sandbox.reference import load_module
-from data_pipeline.teachers import inductor_to_modelnew
+from kernelrl.sandbox.reference import load_module
+from kernelrl.data_pipeline.teachers import inductor_to_modelnew
 cfg.cpu_backend = "triton"
 ut.triton_hash_with_backend = lambda: "x"
 ut.triton_backend = lambda: None
@@ -301,7 +307,7 @@ def test_inductor_cleaning_on_cpu_triton(pool, tmp_path):
 
 @pytest.fixture(scope="module")
 def pool():
-    from sandbox.pool import SandboxPool
+    from kernelrl.sandbox.pool import SandboxPool
 
     with SandboxPool(num_workers=2, device="cpu", n_seeds=1, element_budget=4096, run_timeout_s=120) as p:
         yield p

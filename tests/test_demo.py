@@ -8,10 +8,10 @@ import json
 import pytest
 import ray
 
-from data_pipeline.generate import generate_problems
 from kernelrl.cli import build_parser
-from rewards import trl_reward
-from train import demo
+from kernelrl.data_pipeline.generate import generate_problems
+from kernelrl.rewards import trl_reward
+from kernelrl.train import demo
 
 
 def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):

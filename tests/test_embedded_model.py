@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from data_pipeline.embedded_model import embedded_model_path, is_complete, resolve_model
-from data_pipeline.generation import GenerationError, generate
-from data_pipeline.prompts import build_prompt
-from sandbox import bundled_problems
+from kernelrl.data_pipeline.embedded_model import embedded_model_path, is_complete, resolve_model
+from kernelrl.data_pipeline.generation import GenerationError, generate
+from kernelrl.data_pipeline.prompts import build_prompt
+from kernelrl.sandbox import bundled_problems
 
 TOKENS = 32
 

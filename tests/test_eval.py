@@ -10,10 +10,10 @@ import pytest
 import ray
 
 from kernelrl.cli import main as cli_main
-from rewards.compose import Scorer
-from sandbox import STATUSES, Verdict, bundled_problems
-from sandbox.pool import SandboxPool
-from train.eval_metrics import (
+from kernelrl.rewards.compose import Scorer
+from kernelrl.sandbox import STATUSES, Verdict, bundled_problems
+from kernelrl.sandbox.pool import SandboxPool
+from kernelrl.train.eval_metrics import (
     Outcome,
     default_ks,
     fast_p,
@@ -22,8 +22,15 @@ from train.eval_metrics import (
     mean_pass_at_k,
     pass_at_k,
 )
-from train.eval_report import build_summary, write_outputs
-from train.evaluate import EvalConfig, EvalProblem, evaluate, load_recipe, make_config, resolve_problems
+from kernelrl.train.eval_report import build_summary, write_outputs
+from kernelrl.train.evaluate import (
+    EvalConfig,
+    EvalProblem,
+    evaluate,
+    load_recipe,
+    make_config,
+    resolve_problems,
+)
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "eval" / "bundled_cpu.yaml"
 FOUR = "bundled:relu,elementwise_add,gelu,swish"
@@ -349,7 +356,7 @@ def test_cli_rereports_a_finished_run_without_sandbox_work(scorer, known, tmp_pa
 
 
 def test_embedded_model_end_to_end(scorer, tmp_path):
-    from data_pipeline.embedded_model import EmbeddedModelError, embedded_model_path
+    from kernelrl.data_pipeline.embedded_model import EmbeddedModelError, embedded_model_path
 
     try:
         embedded_model_path()

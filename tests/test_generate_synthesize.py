@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from data_pipeline.generate import CATEGORIES, generate_problems, main
-from data_pipeline.synthesize import synthesize
-from sandbox.problem import load_problem, load_problems
+from kernelrl.data_pipeline.generate import CATEGORIES, generate_problems, main
+from kernelrl.data_pipeline.synthesize import synthesize
+from kernelrl.sandbox.problem import load_problem, load_problems
 
 
 @pytest.fixture(scope="module")

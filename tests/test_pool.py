@@ -10,7 +10,7 @@ import time
 import pytest
 import ray
 
-from sandbox import SandboxPool
+from kernelrl.sandbox import SandboxPool
 
 FATAL = """
 import torch, torch.nn as nn, triton, triton.language as tl

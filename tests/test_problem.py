@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import ProblemError, load_problem, load_problems
-from sandbox.problem import BUNDLED_DIR
+from kernelrl.sandbox import ProblemError, load_problem, load_problems
+from kernelrl.sandbox.problem import BUNDLED_DIR
 
 SRC = """import torch
 import torch.nn as nn

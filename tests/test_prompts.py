@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from data_pipeline import prompts
-from sandbox import bundled_problems
-from sandbox.problem import load_problem
+from kernelrl.data_pipeline import prompts
+from kernelrl.sandbox import bundled_problems
+from kernelrl.sandbox.problem import load_problem
 
 
 def test_the_one_shot_example_answer_passes_the_sandbox(evaluator):

@@ -8,9 +8,9 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from trl import GRPOConfig, ModelConfig, SFTConfig, TrlParser
 
-from rewards.compose import load_config
-from train.grpo import GRPOScriptArguments
-from train.sft import SFTScriptArguments
+from kernelrl.rewards.compose import load_config
+from kernelrl.train.grpo import GRPOScriptArguments
+from kernelrl.train.sft import SFTScriptArguments
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TRAINING = sorted(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rewards.compose import (
+from kernelrl.rewards.compose import (
     REWARDS,
     RewardConfig,
     RewardResult,
@@ -29,10 +29,10 @@ from rewards.compose import (
     problem_from_text,
     resolve_problems,
 )
-from rewards.execution import LADDER
-from sandbox import Evaluator
-from sandbox.problem import ProblemError
-from sandbox.verdict import Verdict
+from kernelrl.rewards.execution import LADDER
+from kernelrl.sandbox import Evaluator
+from kernelrl.sandbox.problem import ProblemError
+from kernelrl.sandbox.verdict import Verdict
 
 ADVERSARIAL = Path(__file__).resolve().parent / "adversarial" / "candidates"
 RULES_ONLY = RewardConfig(weights={"format": 1.0, "kernel": 1.0, "banned": 1.0})
@@ -586,7 +586,7 @@ def test_unknown_component_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cannot import reward component 'no_such_module_xyz:f'"):
         Scorer(RewardConfig(weights={"no_such_module_xyz:f": 1.0}))
     with pytest.raises(ValueError, match="not callable"):
-        Scorer(RewardConfig(weights={"rewards.execution:LADDER": 1.0}))
+        Scorer(RewardConfig(weights={"kernelrl.rewards.execution:LADDER": 1.0}))
 
 
 @pytest.mark.parametrize(
@@ -661,7 +661,7 @@ def test_problem_from_text(problems, tmp_path):
     # a valid problem file exists at this path: refusing it proves the path was not read
     path = tmp_path / "problem.py"
     path.write_text(relu.source)
-    for text in (str(path), f"{path}\n", "sandbox/bundled/relu/problem.py"):
+    for text in (str(path), f"{path}\n", "kernelrl/sandbox/bundled/relu/problem.py"):
         with pytest.raises(ProblemError):
             problem_from_text(text)
     with pytest.raises(ProblemError, match=r"problems\[1\]"):

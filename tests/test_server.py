@@ -25,12 +25,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from data_pipeline.prompts import build_prompt
 from kernelrl import cli
-from rewards.client import RewardClient, RewardServerError
-from rewards.compose import RewardConfig, RewardResult, Scorer
-from rewards.server import SCORE_KEYS, create_app
-from sandbox.verdict import Verdict
+from kernelrl.data_pipeline.prompts import build_prompt
+from kernelrl.rewards.client import RewardClient, RewardServerError
+from kernelrl.rewards.compose import RewardConfig, RewardResult, Scorer
+from kernelrl.rewards.server import SCORE_KEYS, create_app
+from kernelrl.sandbox.verdict import Verdict
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from sandbox.static_checks import HACK_NAMES, analyze
+from kernelrl.sandbox.static_checks import HACK_NAMES, analyze
 
 # ---------------------------------------------------------------- honest solutions: hacks must be []
 

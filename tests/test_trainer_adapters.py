@@ -20,13 +20,13 @@ import httpx
 import pytest
 import ray
 
-from rewards import trl_reward
-from rewards.compose import RewardConfig, Scorer
-from sandbox import Verdict, bundled_problems
+from kernelrl.rewards import trl_reward
+from kernelrl.rewards.compose import RewardConfig, Scorer
+from kernelrl.sandbox import Verdict, bundled_problems
 
 ROOT = Path(__file__).resolve().parents[1]
-VERL_FILE = ROOT / "rewards" / "verl_reward.py"
-OPENRLHF_FILE = ROOT / "rewards" / "openrlhf_reward.py"
+VERL_FILE = ROOT / "kernelrl" / "rewards" / "verl_reward.py"
+OPENRLHF_FILE = ROOT / "kernelrl" / "rewards" / "openrlhf_reward.py"
 RELU = bundled_problems()["relu"]
 SOLUTION = f"A Triton kernel, one program per block.\n```python\n{RELU.extras['solution']}```\n"
 WRONG = RELU.extras["wrong"]  # a bare file: no fence, still a candidate

@@ -17,11 +17,11 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, ModelConfig, SFTConfig, TrlParser
 
-from data_pipeline.prompts import build_prompt
-from rewards import trl_reward
-from sandbox import bundled_problems
-from train import grpo, sft
-from train.recipe_io import as_prompt_completion, load_data
+from kernelrl.data_pipeline.prompts import build_prompt
+from kernelrl.rewards import trl_reward
+from kernelrl.sandbox import bundled_problems
+from kernelrl.train import grpo, sft
+from kernelrl.train.recipe_io import as_prompt_completion, load_data
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m"
 NAMES = ["relu", "elementwise_add"]

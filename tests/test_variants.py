@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from sandbox.variants import apply_overrides, find_constants, measure_elements, plan_variants
+from kernelrl.sandbox.variants import apply_overrides, find_constants, measure_elements, plan_variants
 
 CONSTANTS_SRC = """\
 import torch

@@ -7,9 +7,9 @@ import struct
 import pytest
 import torch
 
-from sandbox import judge, wire
-from sandbox.ops import fallback_ops
-from sandbox.verdict import Check, Verdict
+from kernelrl.sandbox import judge, wire
+from kernelrl.sandbox.ops import fallback_ops
+from kernelrl.sandbox.verdict import Check, Verdict
 
 
 def test_wire_roundtrip_all_dtypes_and_values():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Evaluator, bundled_problems
+from kernelrl.sandbox import Evaluator, bundled_problems
 
 pytestmark = pytest.mark.adversarial
 

@@ -1,0 +1,182 @@
+"""The trusted reference process: runs the problem's own PyTorch code, never candidate code.
+
+It builds inputs from secret seeds, computes reference outputs, records which aten ops the reference uses
+(so fallbacks can be recognised), counts FLOPs and bytes for the speed-of-light bound, and times the
+reference on the GPU. It lives in its own process so that nothing a candidate does can touch the
+reference's memory, RNG or allocator, and so the supervisor never runs problem code itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import traceback
+import types
+from typing import Any
+
+import torch
+
+from kernelrl.sandbox import timing, wire
+from kernelrl.sandbox.frames import FrameReader, write_frame
+from kernelrl.sandbox.ops import OpRecorder
+
+DISTRIBUTIONS = ("file", "shifted", "wide")
+_modules: dict[str, types.ModuleType] = {}
+
+
+def load_module(source: str, name: str = "problem") -> types.ModuleType:
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key not in _modules:
+        module = types.ModuleType(name)
+        module.__file__ = f"<{name}>"
+        exec(compile(source, f"<{name}>", "exec"), module.__dict__)  # trusted: the user's own problem
+        for attr in ("Model", "get_inputs", "get_init_inputs"):
+            if not hasattr(module, attr):
+                raise ValueError(f"problem defines no {attr}")
+        _modules[key] = module
+    return _modules[key]
+
+
+def transform(values: list[Any], distribution: str) -> list[Any]:
+    """Vary floating inputs beyond the file's own distribution, so degenerate identities stop passing.
+
+    `shifted` makes non-negative inputs (torch.rand) signed and moves signed ones off zero; `wide`
+    multiplies magnitudes by 10 (overflow in naive exp/softmax, absorbed epsilons). Integer inputs
+    (indices, class labels) are left alone.
+    """
+    out = []
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel() and distribution != "file":
+            nonneg = bool((v >= 0).all())
+            if distribution == "shifted":
+                v = (v - 0.5) * 2.0 if nonneg else v * 2.0 + 0.5
+            elif distribution == "wide":
+                v = v * 10.0
+        out.append(v)
+    return out
+
+
+def _finite(values: list[Any]) -> bool:
+    return all(
+        bool(torch.isfinite(v).all()) for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()
+    )
+
+
+def _outputs(out: Any) -> list[Any]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _nbytes(values: list[Any]) -> int:
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+
+def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+    """Inputs and reference outputs for one shape variant under several seeds."""
+    module = load_module(req["source"])
+    device = req["device"]
+    init = list(module.get_init_inputs())
+    torch.manual_seed(req["init_seed"])
+    model = module.Model(*init).to(device)
+    payloads = [wire.encode(init)]
+    checks, ref_ops, flops, nbytes, sets = [], None, 0.0, 0, []
+    for seed, distribution in zip(req["seeds"], req["distributions"], strict=True):
+        note = None
+        for dist in (distribution, "file"):
+            torch.manual_seed(seed)
+            inputs = transform(list(module.get_inputs()), dist)
+            inputs = [v.to(device) if isinstance(v, torch.Tensor) else v for v in inputs]
+            with torch.no_grad():
+                outs = _outputs(model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]))
+            if dist == "file" or _finite(outs) or not _finite(_outputs_file(module, model, seed, device)):
+                break
+            note = f"distribution {distribution!r} gives non-finite reference outputs; used the file's inputs"
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            raise TypeError("reference forward returned something other than tensors")
+        if ref_ops is None:
+            recorder = OpRecorder()
+            recorder.active = True
+            with torch.no_grad(), recorder:
+                model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs])
+            ref_ops = dict(recorder.counts)
+            flops = _count_flops(model, inputs)
+            nbytes = _nbytes(inputs) + _nbytes(outs)
+        checks.append({"seed": seed, "distribution": dist, "note": note})
+        payloads += [wire.encode(inputs), wire.encode(outs)]
+        sets.append(inputs)
+    header: dict[str, Any] = {
+        "ok": True,
+        "checks": checks,
+        "ref_ops": ref_ops or {},
+        "flops": flops,
+        "bytes": nbytes,
+    }
+    if req.get("time") and device == "cuda":
+        header["timing"] = timing.time_model(
+            model, sets, trials=req["time"]["trials"], warmup=req["time"]["warmup"]
+        )
+        header["device_name"] = torch.cuda.get_device_name()
+    return header, payloads
+
+
+def _outputs_file(module: types.ModuleType, model: Any, seed: int, device: str) -> list[Any]:
+    torch.manual_seed(seed)
+    inputs = [v.to(device) if isinstance(v, torch.Tensor) else v for v in module.get_inputs()]
+    with torch.no_grad():
+        return _outputs(model(*inputs))
+
+
+def _count_flops(model: Any, inputs: list[Any]) -> float:
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs])
+        return float(counter.get_total_flops())
+    except Exception:  # noqa: BLE001 - an op without a FLOP formula just means no compute bound
+        return 0.0
+
+
+def plan(req: dict[str, Any]) -> dict[str, Any]:
+    from kernelrl.sandbox.variants import plan_variants
+
+    variants, notes = plan_variants(
+        req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"]
+    )
+    return {
+        "ok": True,
+        "variants": [{"name": v.name, "overrides": v.overrides, "source": v.source} for v in variants],
+        "notes": notes,
+    }
+
+
+def main() -> int:
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # problem code may print; keep the frame channel clean
+    torch.set_num_threads(int(os.environ.get("KERNELRL_REF_THREADS", "1")))
+    reader = FrameReader()
+    while chunk := os.read(0, 1 << 20):
+        for req, _payload in reader.feed(chunk):
+            try:
+                if req["cmd"] == "prepare":
+                    header, payloads = prepare(req)
+                elif req["cmd"] == "plan":
+                    header, payloads = plan(req), []
+                else:
+                    header, payloads = {"ok": False, "error": f"unknown command {req['cmd']!r}"}, []
+            except Exception as e:  # noqa: BLE001 - a failing reference is reported, not fatal
+                header = {
+                    "ok": False,
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=4),
+                }
+                payloads = []
+            header["n_payloads"] = len(payloads)
+            write_frame(out_fd, header)
+            for p in payloads:
+                write_frame(out_fd, {}, p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
