@@ -32,7 +32,7 @@ def test_check_json_and_completion_file(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)
-    assert v["status"] == "ok" and v["schema_version"] == 1 and v["speedup"] is None
+    assert v["status"] == "ok" and v["schema_version"] == 2 and v["speedup"] is None
 
 
 def test_check_human_summary_for_a_wrong_candidate():

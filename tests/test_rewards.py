@@ -303,7 +303,7 @@ RUNTIME_HACKS = [
             """,
             head="import logging.handlers\nimport queue\n",
         ),
-        "thread_started",
+        "forbidden_access",  # the capability policy refuses the modules before a thread can start
     ),
     ("input_mutation", "relu", adversarial("input_mutation"), "input_mutation"),
     (
@@ -408,6 +408,8 @@ PROBLEM_OF = {
     "precision_downgrade": "matmul",
     "precision_downgrade_half": "matmul",
     "precision_downgrade_tf32": "matmul",
+    "tb_tanh_gelu": "gelu",
+    "tb_lookup_table": "swish",
 }
 CONTROLS = {"honest_relu", "shared_cache_reader"}  # honest answers (the reader only looks for a planted file)
 NEVER_ENDS = {"infinite_loop"}
@@ -427,6 +429,7 @@ def test_every_attack_scores_below_the_honest_wrong_answer(judge, problems, shor
         BATCH_SIZE=16,
         DIM=16384,
         SHM_KEY=int(marker[4:12], 16) & 0x3FFFFFFF,
+        OP="torch.dist(x, x)",
     )
     if name in NEVER_ENDS:
         v = short_evaluator.evaluate(problems[problem], text)

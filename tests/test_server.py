@@ -120,7 +120,7 @@ def test_health_needs_no_token(server):
     h = httpx.get(f"{server.url}/health").json()
     assert h["status"] == "ok" and h["workers"] == 2 and h["workers_total"] == 2
     assert h["devices"] == ["cpu"] and h["isolation"] and set(h["isolation"]) <= {"bwrap", "process-only"}
-    assert h["protocol_version"] == 1 and h["schema_version"] == 1 and h["queue_depth"] == 0
+    assert h["protocol_version"] == 2 and h["schema_version"] == 2 and h["queue_depth"] == 0
 
 
 def test_token_is_required_everywhere_but_health(server):

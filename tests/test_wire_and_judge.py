@@ -61,6 +61,39 @@ def test_compare_tolerances_and_nan():
     assert judge.compare(big + 1e-3, big)[0]  # atol scales with the output's RMS
 
 
+def test_tolerance_scales_down_with_tiny_outputs():
+    """Outputs far below atol (a softmax over 400k columns) must not pass with scaled-down garbage."""
+    x = torch.randn(4, 4096)
+    ref = torch.softmax(x, dim=-1) * 1e-3  # every value far below atol = 1e-4
+    garbage = torch.softmax(torch.randn(4, 4096), dim=-1) * 1e-3  # input-shaped, wrong
+    assert (ref.abs() < 1e-4).all()
+    ok, _, _, msg = judge.compare(garbage, ref)
+    assert not ok and "max abs error" in msg
+    assert judge.compare(ref * (1 + 1e-6), ref)[0]  # honest rounding still passes
+    for pointwise in (False, True):
+        assert not judge.compare(garbage, ref, pointwise)[0]
+
+
+def test_pointwise_tolerance_catches_an_approximate_substitute():
+    """tanh-GELU for erf-GELU passes an RMS-scaled atol on wide inputs; per element it does not."""
+    x = (
+        torch.rand(4096, generator=torch.Generator().manual_seed(0)) * 10
+    )  # the `wide` draw of torch.rand inputs
+    ref = torch.nn.functional.gelu(x)
+    approx = torch.nn.functional.gelu(x, approximate="tanh")
+    assert judge.compare(approx, ref, pointwise=False)[0]  # the reduction tolerance is too lenient for this
+    assert not judge.compare(approx, ref, pointwise=True)[0]
+    assert judge.compare(ref + 1e-6, ref, pointwise=True)[0]
+
+
+def test_constant_output_where_the_reference_varies_fails():
+    """Half precision's 1e-2 tolerance would let a constant pass for a reference that varies by 1 %."""
+    ref = (torch.rand(256) * 1e-2 + 1.0).half()
+    ok, _, _, msg = judge.compare(torch.full_like(ref, float(ref.float().mean())), ref)
+    assert not ok and "constant" in msg
+    assert judge.compare(ref.clone(), ref)[0]
+
+
 def test_judge_flags_input_mutation_and_non_tensor_outputs():
     x = torch.randn(8)
     ref = [x.relu()]
@@ -85,24 +118,61 @@ def test_stale_output_only_when_reference_changed():
 
 
 def test_fallback_rules():
-    ref = {"addmm": 1, "relu": 1}
-    assert fallback_ops({"addmm": 1, "empty": 2}, ref) == ["addmm"]  # a heavy op in PyTorch
-    assert fallback_ops({"empty_like": 1, "view": 3}, ref) == []  # data movement only
-    assert fallback_ops({"add": 1}, {"add": 1}) == ["add"]  # the whole (elementwise) reference re-run
-    assert fallback_ops({"mul": 1}, {"add": 1, "mul": 1}) == []  # part of an epilogue: allowed
+    """An allow-list: data movement is free, any other op in forward is PyTorch doing the work."""
+    assert fallback_ops({"addmm": 1, "empty": 2}) == ["addmm"]
+    assert fallback_ops({"empty_like": 1, "view": 3, "copy_": 2}) == []
+    assert fallback_ops({"mul": 1}) == ["mul"]  # even a light epilogue
+    for op in (
+        "_addmm_activation",
+        "_safe_softmax",
+        "conv_tbc",
+        "dist",
+        "index_add",
+        "_embedding_bag",
+        "aminmax",
+    ):
+        assert fallback_ops({op: 1}) == [op]  # fused ops no list of heavy ops would name
+    # compute at import / construction counts unless the reference's constructor does the same
+    assert fallback_ops({}, {"sigmoid": 1, "uniform_": 2}, {"uniform_": 2}) == ["sigmoid"]
+    assert fallback_ops({}, {"uniform_": 2, "empty": 1}, {}) == []  # initialising parameters is not compute
+
+
+def _done(**kw):
+    base = {"launches": {"k": 1}, "torch_ops": {}, "timing_ops": {}, "threads_started": 0, "scalar_reads": 0,
+            "violations": [], "integrity": []}  # fmt: skip
+    return {**base, **kw}
 
 
 def test_runtime_hacks_from_hook_reports():
-    assert judge.runtime_hacks({"launches": {}, "torch_ops": {}}, "triton", {}, True) == [
+    names = lambda hacks: sorted(h for h, _ in hacks)  # noqa: E731
+    assert names(judge.runtime_hacks(_done(launches={}), {}, "triton", {}, True, 2)) == [
         "kernel_not_launched"
     ]
-    assert judge.runtime_hacks({"launches": {"k": 2}, "torch_ops": {"mm": 1}}, "triton", {"mm": 1}, True) == [
+    assert names(judge.runtime_hacks(_done(torch_ops={"mm": 1}), {}, "triton", {}, True, 2)) == [
         "torch_fallback"
     ]
-    assert judge.runtime_hacks({"launches": {"k": 1}, "threads_started": 1}, "triton", {}, True) == [
+    assert names(judge.runtime_hacks(_done(timing_ops={"mm": 1}), {}, "triton", {}, True, 2)) == [
+        "torch_fallback"
+    ]
+    assert names(judge.runtime_hacks(_done(), {"exp": 1}, "triton", {"ref_init_ops": {}}, True, 2)) == [
+        "torch_fallback"
+    ]
+    assert names(judge.runtime_hacks(_done(threads_started=1), {}, "triton", {}, True, 2)) == [
         "thread_started"
     ]
-    assert judge.runtime_hacks({"launches": {}}, "triton", {}, False) == []  # never ran: nothing to say
+    assert names(judge.runtime_hacks(_done(scalar_reads=500), {}, "triton", {}, True, 2)) == [
+        "python_compute"
+    ]
+    assert names(judge.runtime_hacks(_done(scalar_reads=20), {}, "triton", {}, True, 2)) == []
+    assert names(judge.runtime_hacks(_done(violations=["x"]), {}, "triton", {}, True, 2)) == [
+        "forbidden_access"
+    ]
+    assert names(judge.runtime_hacks(_done(integrity=["x"]), {}, "triton", {}, True, 2)) == [
+        "recorder_tamper"
+    ]
+    assert (
+        judge.runtime_hacks(_done(launches={}), {}, "triton", {}, False, 0) == []
+    )  # never ran: nothing to say
 
 
 def test_verdict_json_contract():
@@ -114,7 +184,7 @@ def test_verdict_json_contract():
         log_tail="x" * 10000,
     )
     d = v.to_dict()
-    assert d["schema_version"] == 1 and d["hacks"] == ["a", "b"] and len(d["log_tail"]) == 4000
+    assert d["schema_version"] == 2 and d["hacks"] == ["a", "b"] and len(d["log_tail"]) == 4000
     assert Verdict.from_dict(d) == v
     assert set(d) >= {
         "status",
@@ -124,6 +194,7 @@ def test_verdict_json_contract():
         "correct",
         "checks",
         "hacks",
+        "hack_details",
         "runtime_ms",
         "ref_runtime_ms",
         "speedup",

@@ -157,9 +157,9 @@ def _probe(source: str, opts: dict[str, Any]) -> dict[str, Any]:
     if not same(y1_again, y1):
         reasons.append("nondeterministic")
         detail.append("the same inputs twice gave different outputs")
-    if floats and len(floats) == len(y1) and all(compare(torch.zeros_like(y), y)[0] for y in y1):
+    if floats and len(floats) == len(y1) and all(_below_atol(y) for y in y1):
         reasons.append("near_zero_output")
-        detail.append("an all-zero output passes the tolerances")
+        detail.append("every output value is below the dtype's absolute tolerance")
     many = [y for y in y1 if y.numel() > 1]  # a scalar (a loss) is constant by nature: input check covers it
     if many and len(many) == len(y1) and all(_near_constant(y, compare) for y in y1):
         reasons.append("constant_output")
@@ -193,6 +193,17 @@ def _probe(source: str, opts: dict[str, Any]) -> dict[str, Any]:
         ],
     )
     return {"reasons": reasons, "detail": "; ".join(detail), "stats": stats}
+
+
+def _below_atol(y: Any) -> bool:
+    """All values smaller than the absolute tolerance of their dtype (the judge scales its tolerance down for
+    such outputs, but a problem whose answer is ~0 everywhere is degenerate for training)."""
+    import torch
+
+    from kernelrl.sandbox.judge import TOLERANCES
+
+    atol = TOLERANCES.get(y.dtype, (1e-4, 1e-4))[0]
+    return not y.numel() or float(torch.nan_to_num(y.double()).abs().max()) <= atol
 
 
 def _near_constant(y: Any, compare: Any) -> bool:

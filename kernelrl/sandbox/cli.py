@@ -30,6 +30,8 @@ def summary(v: Verdict) -> str:
         lines.append(
             f"  check {c.variant:<10} seed {c.seed_index} {c.distribution:<8} {'pass' if c.passed else 'FAIL'}  {err}  {c.message or ''}".rstrip()
         )
+    for d in v.hack_details:
+        lines.append(f"hack       {d}")
     if v.error:
         lines.append(f"error      {v.error}")
     for n in v.notes:

@@ -19,7 +19,7 @@ import torch
 
 from kernelrl.sandbox import timing, wire
 from kernelrl.sandbox.frames import FrameReader, write_frame
-from kernelrl.sandbox.ops import OpRecorder
+from kernelrl.sandbox.ops import OpRecorder, all_pointwise
 
 DISTRIBUTIONS = ("file", "shifted", "wide")
 _modules: dict[str, types.ModuleType] = {}
@@ -72,51 +72,78 @@ def _nbytes(values: list[Any]) -> int:
 
 
 def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
-    """Inputs and reference outputs for one shape variant under several seeds."""
+    """Inputs and reference outputs for one shape variant under several seeds (and fresh timing seeds).
+
+    Payloads: the init inputs, then (inputs, outputs) per check seed, then (inputs, outputs) per timing seed.
+    """
     module = load_module(req["source"])
     device = req["device"]
     init = list(module.get_init_inputs())
     torch.manual_seed(req["init_seed"])
-    model = module.Model(*init).to(device)
+    recorder = OpRecorder()
+    recorder.phase = "init"
+    with recorder:
+        model = module.Model(*init).to(device)
+    recorder.phase = None
     payloads = [wire.encode(init)]
-    checks, ref_ops, flops, nbytes, sets = [], None, 0.0, 0, []
+    checks, ref_ops, flops, nbytes = [], None, 0.0, 0
     for seed, distribution in zip(req["seeds"], req["distributions"], strict=True):
-        note = None
-        for dist in (distribution, "file"):
-            torch.manual_seed(seed)
-            inputs = transform(list(module.get_inputs()), dist)
-            inputs = [v.to(device) if isinstance(v, torch.Tensor) else v for v in inputs]
-            with torch.no_grad():
-                outs = _outputs(model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]))
-            if dist == "file" or _finite(outs) or not _finite(_outputs_file(module, model, seed, device)):
-                break
-            note = f"distribution {distribution!r} gives non-finite reference outputs; used the file's inputs"
-        if not all(isinstance(o, torch.Tensor) for o in outs):
-            raise TypeError("reference forward returned something other than tensors")
+        inputs, outs, dist, note = _inputs_and_outputs(module, model, seed, distribution, device)
         if ref_ops is None:
-            recorder = OpRecorder()
-            recorder.active = True
+            recorder.phase = "forward"
             with torch.no_grad(), recorder:
                 model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs])
-            ref_ops = dict(recorder.counts)
+            recorder.phase = None
+            ref_ops = dict(recorder.counts["forward"])
             flops = _count_flops(model, inputs)
             nbytes = _nbytes(inputs) + _nbytes(outs)
         checks.append({"seed": seed, "distribution": dist, "note": note})
         payloads += [wire.encode(inputs), wire.encode(outs)]
-        sets.append(inputs)
     header: dict[str, Any] = {
         "ok": True,
         "checks": checks,
         "ref_ops": ref_ops or {},
+        "ref_init_ops": dict(recorder.counts["init"]),
+        "pointwise": all_pointwise(ref_ops or {}, recorder.pointwise),
         "flops": flops,
         "bytes": nbytes,
     }
-    if req.get("time") and device == "cuda":
-        header["timing"] = timing.time_model(
-            model, sets, trials=req["time"]["trials"], warmup=req["time"]["warmup"]
-        )
-        header["device_name"] = torch.cuda.get_device_name()
+    if req.get("time"):
+        sets = []
+        for seed in req["time"]["seeds"]:
+            inputs, outs, _dist, _note = _inputs_and_outputs(module, model, seed, "file", device)
+            payloads += [wire.encode(inputs), wire.encode(outs)]
+            sets.append(inputs)
+        header["timing_sets"] = len(sets)
+        if device == "cuda":
+            header["timing"], _ = timing.time_model(
+                lambda args, _recorded: _outputs(model(*args)),
+                sets,
+                trials=req["time"]["trials"],
+                warmup=req["time"]["warmup"],
+                device=device,
+            )
+            header["device_name"] = torch.cuda.get_device_name()
     return header, payloads
+
+
+def _inputs_and_outputs(
+    module: types.ModuleType, model: Any, seed: int, distribution: str, device: str
+) -> tuple[list[Any], list[Any], str, str | None]:
+    """The inputs of one seed under `distribution` (the file's when that makes the reference non-finite)."""
+    note = None
+    for dist in (distribution, "file"):
+        torch.manual_seed(seed)
+        inputs = transform(list(module.get_inputs()), dist)
+        inputs = [v.to(device) if isinstance(v, torch.Tensor) else v for v in inputs]
+        with torch.no_grad():
+            outs = _outputs(model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]))
+        if dist == "file" or _finite(outs) or not _finite(_outputs_file(module, model, seed, device)):
+            break
+        note = f"distribution {distribution!r} gives non-finite reference outputs; used the file's inputs"
+    if not all(isinstance(o, torch.Tensor) for o in outs):
+        raise TypeError("reference forward returned something other than tensors")
+    return inputs, outs, dist, note
 
 
 def _outputs_file(module: types.ModuleType, model: Any, seed: int, device: str) -> list[Any]:

@@ -455,12 +455,24 @@ class _Analysis:
             if module.split(".")[0] in REFERENCE_MODULES:
                 self._flag("reference_model", f"imports `{module}`", node)
             self._check_name(module, node)
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names) and node.module:
+            self._check_star_import(node.module, node)
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if alias.name == "Model":
                     self._flag("reference_model", "imports `Model`", node)
                 if node.module and not node.level:
                     self._check_name(f"{node.module}.{alias.name}", node)
+
+    def _check_star_import(self, module: str, node: ast.AST) -> None:
+        """`from M import *` binds every public name of M unseen: it counts as each sensitive name under M."""
+        for hack, names in _NAME_RULES.items():
+            if any(n.startswith(module + ".") and not n.split(".")[-1].startswith("_") for n in names):
+                self._flag(hack, f"star import from `{module}`", node)
+        if module.endswith("cuda"):
+            self._flag("side_stream", f"star import from `{module}` (streams, graphs)", node)
+        if module in ("os", "sys", "builtins"):
+            self._flag("introspection", f"star import from `{module}`", node)
 
     def _check_string(self, node: ast.Constant) -> None:
         for hack, pattern in _STRING_RULES:

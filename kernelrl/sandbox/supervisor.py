@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import selectors
 import signal
@@ -25,8 +26,9 @@ from typing import Any
 
 import torch
 
-from kernelrl.sandbox import isolation, judge, timing, wire
+from kernelrl.sandbox import isolation, judge, protocol, timing, wire
 from kernelrl.sandbox.candidate import extract_candidate
+from kernelrl.sandbox.capabilities import check_source
 from kernelrl.sandbox.frames import FrameReader, pack
 from kernelrl.sandbox.isolation import Limits
 from kernelrl.sandbox.problem import Problem, ProblemError
@@ -195,6 +197,7 @@ class Evaluator:
         timing_trials: int = 100,
         seccomp: bool = True,
         cache_size: int = 512,
+        capability_guards: bool = True,
     ) -> None:
         self.device = detect_device(device)
         self.profile = isolation.choose_profile(isolation_profile)
@@ -204,6 +207,9 @@ class Evaluator:
         self.n_variants, self.n_seeds = n_variants, n_seeds
         self.element_budget = element_budget if self.device == "cpu" else None
         self.slot, self.timing_trials, self.seccomp = slot, timing_trials, seccomp
+        # False only in tests of the layers beneath the guards (channel, recorder, isolation): candidate code
+        # then runs as plain Python, and everything it does must still be caught below.
+        self.capability_guards = capability_guards
         self._plan_seed = secrets.randbelow(1 << 30)
         self._plans: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
         self._refs: OrderedDict[tuple, tuple[dict[str, Any], list[bytes]]] = OrderedDict()
@@ -276,8 +282,12 @@ class Evaluator:
             "init_seed": seeds[0] ^ 0x5EED,
             "device": self.device,
         }
-        if timed:
-            req["time"] = {"trials": self.timing_trials, "warmup": 10}
+        if timed:  # fresh seeds: the timed inputs are never the ones the checks used
+            req["time"] = {
+                "trials": self.timing_trials,
+                "warmup": 10,
+                "seeds": [secrets.randbelow(1 << 31) for _ in range(TIMING_SEEDS)],
+            }
         data = self._ref().request(req)
         self._refs[key] = data
         while len(self._refs) > self._cache_size:
@@ -318,12 +328,23 @@ class Evaluator:
         if cand.format_error or cand.code is None:
             return replace(base, error=cand.format_error)
         static = analyze(cand.code)
+        violations = check_source(cand.code) if self.capability_guards else []
+        if violations:  # the capability policy refuses the file: nothing of it runs
+            details = [str(v) for v in violations] + static.details
+            hacks = ["forbidden_access", *static.hacks]
+            return replace(
+                base,
+                status="hack_detected",
+                hacks=hacks,
+                hack_details=details,
+                error=f"reward hack detected: {details[0]}",
+            )
         seeds = seeds or [secrets.randbelow(1 << 31) for _ in range(self.n_seeds)]
         variants, notes = self.plan(problem)
         notes = list(notes)
         refs: list[tuple[dict[str, Any], dict[str, Any], list[bytes]]] = []
         for vi, var in enumerate(variants):
-            timed = self.device == "cuda" and vi == 0
+            timed = self.device == "cuda" and vi == 0 and cand.backend != "none"
             header, payloads = self._reference_data(problem, var, seeds, timed)
             if not header.get("ok"):
                 notes.append(f"variant {var['name']} skipped: reference raised {header.get('error')}")
@@ -336,7 +357,7 @@ class Evaluator:
             )
         job, frames, layout = self._job(cand, refs)
         run = self._run(job, frames)
-        verdict = self._decide(base, cand, static.hacks, refs, layout, run)
+        verdict = self._decide(base, cand, static, refs, layout, job, run)
         verdict.notes = notes
         return verdict
 
@@ -373,10 +394,30 @@ class Evaluator:
             "variants": variants,
             "checks": checks,
             "cuda_compile_only": cand.backend == "cuda" and self.device != "cuda",
+            "key": secrets.token_hex(32),
+            "guarded": self.capability_guards,
         }
-        if self.device == "cuda" and cand.backend != "none":
-            first = [c["inputs_frame"] for c in checks if c["variant"] == 0]
-            job["timing"] = {"variant": 0, "inputs_frames": first, "trials": self.timing_trials, "warmup": 10}
+        header0, payloads0 = refs[0][1], refs[0][2]
+        if header0.get("timing_sets"):
+            first = 1 + 2 * len(header0["checks"])
+            frame_ids, outputs = [], []
+            for k in range(header0["timing_sets"]):
+                frames.append(payloads0[first + 2 * k])
+                frame_ids.append(len(frames) - 1)
+                outputs.append(payloads0[first + 2 * k + 1])
+            capture = timing.choose_capture(
+                self.timing_trials, TIMING_CAPTURES, random.Random(secrets.randbits(64))
+            )
+            job["timing"] = {
+                "variant": 0,
+                "inputs_frames": frame_ids,
+                "trials": self.timing_trials,
+                "warmup": 10,
+                "capture": capture,
+            }
+            job["timing_outputs"] = (
+                outputs  # kept here, never sent: the captured trials are judged against it
+            )
         return job, frames, layout
 
     def _run(self, job: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
@@ -410,7 +451,8 @@ class Evaluator:
             raise InfraError(f"sandbox fork server unreachable: {e}") from None
         for fd in (job_r, log_w, res_w):
             os.close(fd)
-        payload = pack(job) + b"".join(pack({}, f) for f in frames)
+        sent = {k: v for k, v in job.items() if k != "timing_outputs"}
+        payload = pack(sent) + b"".join(pack({}, f) for f in frames)
         writer = threading.Thread(target=_write_all, args=(job_w, payload), daemon=True)
         writer.start()
         try:
@@ -421,17 +463,19 @@ class Evaluator:
             writer.join(timeout=5)
 
     def _collect(self, server: ForkServer, log_r: int, res_r: int) -> dict[str, Any]:
+        """Raw frames (with arrival times) and the log, under the compile and run deadlines."""
         sel = selectors.DefaultSelector()
         sel.register(log_r, selectors.EVENT_READ, "log")
         sel.register(res_r, selectors.EVENT_READ, "res")
         sel.register(server.sock, selectors.EVENT_READ, "ctl")
-        reader = FrameReader(max_payload=self.limits.output_mb << 20)
+        reader = protocol.Reader(max_payload=self.limits.output_mb << 20)
         frames: list[tuple[dict[str, Any], bytes, float]] = []
         log = bytearray()
         total = 0
         start = time.monotonic()
         deadline = start + self.limits.compile_timeout_s
         timed_out = overflow = kill_sent = False
+        tamper: str | None = None
         phase = "compile"
         exit_info: dict[str, Any] | None = None
         open_fds = {log_r, res_r}
@@ -458,10 +502,14 @@ class Evaluator:
                     del log[: max(0, len(log) - (self.limits.log_kb << 10))]
                     continue
                 total += len(chunk)
-                try:
-                    new = reader.feed(chunk) if not overflow else []
-                except ValueError:
-                    new, overflow = [], True
+                new: list[tuple[dict[str, Any], bytes]] = []
+                if not (overflow or tamper):
+                    try:
+                        new = reader.feed(chunk)
+                    except protocol.Oversize:
+                        overflow = True
+                    except protocol.Tamper as e:
+                        tamper = str(e)
                 if total > self.limits.output_mb << 20:
                     overflow = True
                 now = time.monotonic()
@@ -469,8 +517,8 @@ class Evaluator:
                     frames.append((header, payload, now))
                     if header.get("event") == "compiled" and phase == "compile":
                         phase, deadline = "run", now + self.limits.run_timeout_s
-            if exit_info is None and not kill_sent and (time.monotonic() >= deadline or overflow):
-                timed_out = not overflow
+            if exit_info is None and not kill_sent and (time.monotonic() >= deadline or overflow or tamper):
+                timed_out = not (overflow or tamper)
                 kill_sent = True
                 server.sock.send(json.dumps({"cmd": "kill"}).encode())
         sel.close()
@@ -482,41 +530,115 @@ class Evaluator:
             "exit": exit_info,
             "timed_out": timed_out,
             "overflow": overflow,
+            "tamper": tamper,
             "phase": phase,
             "start": start,
         }
 
+    # -- the decision, in steps ----------------------------------------------------------------------------
     def _decide(
         self,
         base: Verdict,
         cand: Any,
-        static_hacks: list[str],
+        static: Any,
         refs: list,
         layout: list[dict[str, Any]],
+        job: dict[str, Any],
         run: dict[str, Any],
     ) -> Verdict:
-        events = {}
-        checks_raw: dict[int, tuple[dict[str, Any], bytes]] = {}
-        stamps: dict[str, float] = {}
-        for header, payload, at in run["frames"]:
-            ev = header.get("event")
-            if ev == "check" and isinstance(header.get("index"), int):
-                checks_raw[header["index"]] = (header, payload)
-            elif isinstance(ev, str):
-                events.setdefault(ev, header)
-                stamps.setdefault(ev, at)
-        exit_info = run["exit"]
-        compiled = "compiled" in events
-        hacks = list(static_hacks)
+        hacks: list[tuple[str, str]] = [(d.split(":", 1)[0], d) for d in static.details if ":" in d]
+        hacks += [(h, h) for h in static.hacks if not any(n == h for n, _ in hacks)]
+        transcript, tamper = self._transcript(run, job, layout)
+        if tamper:  # someone other than the runner spoke on the channel: nothing it says is evidence
+            return replace(
+                base,
+                status="hack_detected",
+                hacks=[h for h, _ in hacks] + ["protocol_tamper"],
+                hack_details=[d for _, d in hacks] + [f"protocol_tamper: {tamper}"],
+                error=f"reward hack detected: protocol_tamper ({tamper})",
+                log_tail=_redact(run["log"]),
+            )
+        pointwise = bool(refs[0][1].get("pointwise"))
+        checks, check_hacks = self._judge_checks(transcript, layout, pointwise)
+        hacks += check_hacks
+        forward_ran = bool(checks)
+        done = transcript.get("done")
+        compiled_frame = transcript.get("compiled")
+        if done is not None:  # the hooks' report; a killed child has none, and absence proves nothing
+            hacks += judge.runtime_hacks(
+                done,
+                compiled_frame["init_ops"] if compiled_frame else {},
+                cand.backend,
+                refs[0][1],
+                forward_ran,
+                2 * len(checks),
+            )
+        if cand.backend == "none" and not any(h == "no_kernel" for h, _ in hacks):
+            hacks.append(("no_kernel", "no_kernel: no Triton kernel or CUDA extension"))
+        status, error, compiled = self._status(run, transcript, checks, layout)
+        correct = bool(checks) and len(checks) == len(layout) and all(c.passed for c in checks)
+        runtime_ms = ref_ms = speedup = None
+        if transcript.has("timing") and correct:
+            timed_hacks, runtime_ms, ref_ms = self._judge_timing(
+                transcript, refs[0][1], job, cand.backend, pointwise
+            )
+            hacks += timed_hacks
+            speedup = ref_ms / runtime_ms if runtime_ms and ref_ms else None
+        names = [h for h, _ in hacks]
+        if names and status != "infra_error":
+            status = "hack_detected"
+            error = error or "reward hack detected: " + ", ".join(sorted(set(names)))
+        if status == "hack_detected":
+            runtime_ms = speedup = None
+        err = transcript.get("error")
+        log = run["log"]
+        if err and err.get("traceback"):
+            log = (log + "\n" + err["traceback"])[-8000:]
+        return replace(
+            base,
+            status=status,
+            compiled=compiled,
+            executed=forward_ran,
+            correct=correct,
+            checks=checks,
+            hacks=names,
+            hack_details=[d if d.startswith(f"{h}:") else f"{h}: {d}" for h, d in hacks],
+            runtime_ms=runtime_ms,
+            ref_runtime_ms=ref_ms,
+            speedup=speedup,
+            error=error,
+            log_tail=_redact(log),
+        )
+
+    def _transcript(
+        self, run: dict[str, Any], job: dict[str, Any], layout: list
+    ) -> tuple[protocol.Transcript, str | None]:
+        """The runner's frames, validated against the protocol; a fault anywhere is tampering."""
+        if run["tamper"]:
+            return protocol.Transcript(), run["tamper"]
+        try:
+            transcript = protocol.validate(
+                run["frames"], bytes.fromhex(job["key"]), len(layout), "timing" in job
+            )
+        except protocol.Tamper as e:
+            return protocol.Transcript(), str(e)
+        if run["exit"].get("code") == 86 and not transcript.has("done"):
+            return transcript, "the runner found its result descriptor replaced"
+        return transcript, None
+
+    def _judge_checks(
+        self, transcript: protocol.Transcript, layout: list[dict[str, Any]], pointwise: bool
+    ) -> tuple[list[Check], list[tuple[str, str]]]:
+        """Compare every reported check with the reference; staleness only after a passing check."""
+        hacks: list[tuple[str, str]] = []
         checks: list[Check] = []
-        prev: dict[int, tuple[list, list]] = {}
+        prev: dict[int, tuple[list, list, bool]] = {}
         for ci, lay in enumerate(layout):
-            if ci not in checks_raw:
+            if ci not in transcript.checks:
                 continue
             refs_out = wire.decode(lay["outputs"])
-            header, payload = checks_raw[ci]
+            header, payload = transcript.checks[ci]
             outs1 = outs2 = after = None
-            meta = header.get("meta") if isinstance(header.get("meta"), list) else []
             if payload:
                 try:
                     outs1, after, outs2 = _split_check_payload(payload, header)
@@ -528,57 +650,57 @@ class Evaluator:
                 lay["distribution"],
                 refs_out,
                 wire.decode(lay["inputs"]),
-                meta,
+                header["meta"],
                 outs1,
                 outs2,
                 after,
                 self.device,
+                pointwise,
             )
-            hacks += res.hacks
-            if (
-                header.get("reused")
-                and lay["vi"] in prev
-                and judge.stale(prev[lay["vi"]][0], outs1, prev[lay["vi"]][1], refs_out)
-            ):
-                hacks.append("stale_output")
-            prev[lay["vi"]] = (outs1 or [], refs_out)
+            hacks += [(h, f"{h}: {lay['variant']} seed {lay['seed_index']}") for h in res.hacks]
+            last = prev.get(lay["vi"])
+            # A cache answers its first call right and then repeats itself; a wrong kernel whose output happens
+            # not to depend on its input never was right: that is a mismatch, not a hack.
+            if header["reused"] and last and last[2] and judge.stale(last[0], outs1, last[1], refs_out):
+                hacks.append(
+                    ("stale_output", f"stale_output: {lay['variant']} seed {lay['seed_index']} repeated")
+                )
+            prev[lay["vi"]] = (outs1 or [], refs_out, res.check.passed)
             checks.append(res.check)
-        forward_ran = bool(checks)
-        if "done" in events:  # the hooks' report; a killed child has none, and absence proves nothing
-            hacks += judge.runtime_hacks(
-                events["done"], cand.backend, refs[0][1].get("ref_ops", {}), forward_ran
-            )
-        if cand.backend == "none" and "no_kernel" not in hacks:
-            hacks.append("no_kernel")
-        err = events.get("error")
+        return checks, hacks
+
+    def _status(
+        self, run: dict[str, Any], transcript: protocol.Transcript, checks: list[Check], layout: list
+    ) -> tuple[str, str | None, bool]:
+        """The status from what was observed, first match wins: budgets, the child's own report, the checks."""
+        exit_info = run["exit"]
+        err = transcript.get("error")
+        compiled = transcript.has("compiled")
         status = error = None
         if run["timed_out"]:
-            status, error = (
-                "timeout",
-                f"no result within the {run['phase']} budget ({self.limits.compile_timeout_s if run['phase'] == 'compile' else self.limits.run_timeout_s:.0f} s)",
-            )
+            budget = self.limits.compile_timeout_s if run["phase"] == "compile" else self.limits.run_timeout_s
+            status, error = "timeout", f"no result within the {run['phase']} budget ({budget:.0f} s)"
         elif exit_info.get("oom"):
             status, error = "oom", f"memory limit of {self.limits.memory_mb} MiB exceeded"
         elif run["overflow"]:
             status, error = "runtime_error", f"candidate output exceeded {self.limits.output_mb} MiB"
-        elif "not_executed" in events:
+        elif transcript.has("not_executed"):
             status, compiled, error = "not_executed", True, "CUDA candidate compiled; no GPU here to run it"
         elif err:
-            kind = err.get("kind")
+            kind = err["kind"]
             status = {"oom": "oom", "compile": "compile_error"}.get(kind, "runtime_error")
-            error = f"{err.get('type')}: {err.get('message')}"[:1000]
+            error = f"{err['type']}: {err['message']}"[:1000]
             if kind == "cuda_fatal":
                 error = "fatal CUDA error: " + error
-        elif "done" not in events:
-            code = exit_info.get("code")
+        elif not transcript.has("done"):
             status, error = (
                 "runtime_error",
-                f"candidate process exited ({_describe_exit(code)}) before reporting results",
+                f"candidate process exited ({_describe_exit(exit_info.get('code'))}) before reporting results",
             )
         elif len(checks) < len(layout):
             status, error = "runtime_error", f"only {len(checks)} of {len(layout)} checks reported"
-        correct = bool(checks) and len(checks) == len(layout) and all(c.passed for c in checks)
         if status is None:
+            correct = bool(checks) and all(c.passed for c in checks)
             status = "ok" if correct else "mismatch"
             if not correct:
                 error = next(
@@ -589,40 +711,76 @@ class Evaluator:
                     ),
                     None,
                 )
-        runtime_ms = ref_ms = speedup = None
-        if "timing" in events and correct:
-            t = events["timing"]
-            ref_t = refs[0][1].get("timing") or {}
-            parent_wall = (stamps["timing"] - stamps.get("timing_start", stamps["timing"])) * 1e3
-            sol = timing.speed_of_light_ms(
-                refs[0][1].get("flops", 0.0), refs[0][1].get("bytes", 0), refs[0][1].get("device_name", "")
+        return status, error, compiled
+
+    def _judge_timing(
+        self,
+        transcript: protocol.Transcript,
+        ref: dict[str, Any],
+        job: dict[str, Any],
+        backend: str,
+        pointwise: bool,
+    ) -> tuple[list[tuple[str, str]], float | None, float | None]:
+        """Bounds on the child's timing, the captured trials' outputs, and the times worth reporting."""
+        t = transcript.get("timing")
+        assert t is not None
+        hacks: list[tuple[str, str]] = []
+        parent_wall = (transcript.stamps["timing"] - transcript.stamps["timing_start"]) * 1e3
+        sol = timing.speed_of_light_ms(ref.get("flops", 0.0), ref.get("bytes", 0), ref.get("device_name", ""))
+        capture = job["timing"]["capture"]
+        in_bytes = sum(
+            len(p) for p in job["timing_outputs"]
+        )  # same order of magnitude as the refilled inputs
+        for h in timing.timing_hacks(t, parent_wall, sol, in_bytes, backend, len(capture)):
+            hacks.append((h, f"{h}: timing phase"))
+        if t["captured"] != capture:
+            hacks.append(
+                ("timer_inconsistent", "timer_inconsistent: captured trials are not the ones asked for")
             )
-            hacks += timing.timing_hacks(t, parent_wall, sol)
-            if isinstance(t.get("median_ms"), (int, float)) and t["median_ms"] > 0 and ref_t.get("median_ms"):
-                runtime_ms, ref_ms = float(t["median_ms"]), float(ref_t["median_ms"])
-                speedup = ref_ms / runtime_ms
-        if hacks and status not in ("infra_error",):
-            status = "hack_detected"
-            error = error or "reward hack detected: " + ", ".join(sorted(set(hacks)))
-        if status == "hack_detected":
-            runtime_ms = speedup = None
-        log = run["log"]
-        if err and err.get("traceback"):
-            log = (log + "\n" + str(err["traceback"]))[-8000:]
-        return replace(
-            base,
-            status=status,
-            compiled=compiled,
-            executed=forward_ran,
-            correct=correct,
-            checks=checks,
-            hacks=hacks,
-            runtime_ms=runtime_ms,
-            ref_runtime_ms=ref_ms,
-            speedup=speedup,
-            error=error,
-            log_tail=log,
-        )
+        else:
+            outs = wire.decode(transcript.payloads.get("timing", b"")) if t["n_out"] else []
+            refs = [wire.decode(job["timing_outputs"][i % len(job["timing_outputs"])]) for i in capture]
+            per = len(refs[0]) if refs else 0
+            for k, i in enumerate(capture):
+                got = outs[k * per : (k + 1) * per]
+                if len(got) != per or not all(
+                    judge.compare(o, r, pointwise)[0] for o, r in zip(got, refs[k], strict=True)
+                ):
+                    hacks.append(
+                        ("timing_mismatch", f"timing_mismatch: timed call {i} returned a wrong answer")
+                    )
+                    break
+        ref_t = ref.get("timing") or {}
+        if not (isinstance(t["median_ms"], int | float) and t["median_ms"] > 0 and ref_t.get("median_ms")):
+            return hacks, None, None
+        return hacks, float(t["median_ms"]), float(ref_t["median_ms"])
+
+
+TIMING_CAPTURES = 5  # timed calls whose outputs are checked
+TIMING_SEEDS = 3  # fresh input sets rotated through the timing loop
+
+
+def _redact(log: str) -> str:
+    """The log tail holds the candidate's own output; host paths that library messages quote become labels."""
+    for path, label in _REDACTIONS:
+        log = log.replace(path, label)
+    return log
+
+
+_REDACTIONS = sorted(
+    {
+        (p, "<python>")
+        for p in {
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            *(q for q in sys.path if q.endswith("-packages")),
+        }
+        if p and p != "/"
+    }
+    | {(PKG_PARENT, "<kernelrl>"), (os.path.expanduser("~"), "<home>")},
+    key=lambda pl: -len(pl[0]),
+)
 
 
 def _split_check_payload(payload: bytes, header: dict[str, Any]) -> tuple[list, list, list]:

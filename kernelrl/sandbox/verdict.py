@@ -9,9 +9,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `hack_details`
 # Bumped whenever the correctness/timing protocol changes, so cached verdicts from an older protocol are not reused.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: capability guards, sealed channel, scaled tolerance, fresh timing inputs
 
 STATUSES = (
     "ok",
@@ -51,6 +51,7 @@ class Verdict:
     correct: bool = False
     checks: list[Check] = field(default_factory=list)
     hacks: list[str] = field(default_factory=list)
+    hack_details: list[str] = field(default_factory=list)  # "<hack>: <what, where>" for each detection
     runtime_ms: float | None = None
     ref_runtime_ms: float | None = None
     speedup: float | None = None
@@ -70,6 +71,7 @@ class Verdict:
             raise ValueError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
         self.log_tail = self.log_tail[-LOG_TAIL_CHARS:]
         self.hacks = sorted(set(self.hacks))
+        self.hack_details = list(dict.fromkeys(self.hack_details))[:50]
 
     @property
     def ok(self) -> bool:

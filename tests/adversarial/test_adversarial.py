@@ -2,6 +2,10 @@
 for each (status / hacks), plus the host-side containment facts for the escapes (no stray processes, no
 files, nothing received on the network, no leaked secret).
 
+Most escapes are refused by the capability guards before they run (`forbidden_access`). So that the layers
+beneath are still proven, every escape also runs on a second evaluator with the guards off (`raw`), where the
+payload really executes and only isolation, the channel and the recorder stand between it and the host.
+
 Every attack runs on one module-scoped Evaluator, in file order; an honest candidate is checked in the
 middle and at the very end, so the suite also shows the supervisor keeps serving after every attack.
 The candidates live in ./candidates (one file per attack; see README.md for the table). Placeholders of the
@@ -69,7 +73,8 @@ def evaluate(ev, problem: str, name: str, **subs: object):
     t0 = time.monotonic()
     v = ev.evaluate(PROBLEMS[problem], text)
     elapsed = time.monotonic() - t0
-    SUMMARY[name] = f"{v.status:14s} {elapsed:6.1f}s hacks={v.hacks}"
+    tag = "" if ev.capability_guards else " (raw)"
+    SUMMARY[name + tag] = f"{v.status:14s} {elapsed:6.1f}s hacks={v.hacks}"
     assert elapsed < BOUND_S, f"{name}: verdict took {elapsed:.1f}s (> {BOUND_S}s)\n{describe(v)}"
     assert v.status != "infra_error", f"{name}: the sandbox itself failed\n{describe(v)}"
     return v
@@ -222,20 +227,36 @@ def remove_host_shm(key: int) -> bool:
 
 # -- fixtures --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def ev():
-    """One evaluator (one sandboxed worker) for the whole suite; the secret is in the environment it starts from."""
+def evaluators():
+    """One evaluator with the capability guards, one without (the layers beneath must hold alone), for the
+    whole suite; the secret is in the environment they start from."""
     old = os.environ.get(SECRET_VAR)
     os.environ[SECRET_VAR] = SECRET
-    e = Evaluator(device="cpu", run_timeout_s=RUN_TIMEOUT_S)
+    evs = {
+        "guarded": Evaluator(device="cpu", run_timeout_s=RUN_TIMEOUT_S),
+        "raw": Evaluator(device="cpu", run_timeout_s=RUN_TIMEOUT_S, capability_guards=False),
+    }
     try:
-        yield e
+        yield evs
     finally:
-        e.close()
+        for e in evs.values():
+            e.close()
         if old is None:
             os.environ.pop(SECRET_VAR, None)
         else:
             os.environ[SECRET_VAR] = old
-        print("\nadversarial verdicts:\n" + "\n".join(f"  {k:32s} {s}" for k, s in SUMMARY.items()))
+        print("\nadversarial verdicts:\n" + "\n".join(f"  {k:40s} {s}" for k, s in SUMMARY.items()))
+
+
+@pytest.fixture(scope="module")
+def ev(evaluators):
+    return evaluators["guarded"]
+
+
+@pytest.fixture(params=["guarded", "raw"])
+def any_ev(request, evaluators):
+    """Escapes run twice: refused by the guards, and contained by the OS layer when the guards are off."""
+    return evaluators[request.param]
 
 
 def honest_relu_text() -> str:
@@ -244,7 +265,7 @@ def honest_relu_text() -> str:
 
 # -- hacks the supervisor must name (status hack_detected + one of the listed detections) ----------------
 HACK_CASES = [
-    # (candidate, problem, acceptable detections)
+    # (candidate, problem, acceptable detections); `forbidden_access` is the capability guard's refusal
     ("torch_only", "relu", {"no_kernel"}),
     ("never_launched", "relu", {"kernel_not_reachable", "kernel_not_launched"}),
     ("training_branch_only", "relu", {"training_branch", "kernel_not_launched", "torch_fallback"}),
@@ -259,12 +280,26 @@ HACK_CASES = [
     ("input_mutation", "relu", {"input_mutation"}),
     ("input_zeroing", "relu", {"input_mutation"}),
     ("background_thread", "relu", {"threads", "thread_started"}),
-    # no `threading` token: only the runtime thread count can see these
-    ("background_thread_obfuscated", "relu", {"thread_started"}),
-    ("background_thread_lowlevel", "relu", {"thread_started"}),
-    ("lazy_tensor_subclass", "relu", {"non_tensor_output"}),
+    # no `threading` token: the guard refuses the module it is fished out of; unguarded, the thread count sees it
+    ("background_thread_obfuscated", "relu", {"forbidden_access"}),
+    ("background_thread_lowlevel", "relu", {"forbidden_access"}),
+    ("lazy_tensor_subclass", "relu", {"forbidden_access"}),
     ("precision_downgrade_tf32", "matmul", {"precision_downgrade"}),
 ]
+# The same attacks with the guards off: what the layer beneath the guard must still see.
+RAW_CASES = [
+    ("background_thread_obfuscated", "relu", {"thread_started"}),
+    ("background_thread_lowlevel", "relu", {"thread_started"}),
+    ("lazy_tensor_subclass", "relu", {"non_tensor_output", "torch_fallback"}),
+    ("decoy_kernel", "linear_relu", {"torch_fallback"}),
+    ("patched_allclose", "relu", {"monkey_patch"}),
+]
+
+
+@pytest.mark.parametrize("name,problem,expected", RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_hack_is_named_without_the_guards(evaluators, name, problem, expected):
+    v = evaluate(evaluators["raw"], problem, name)
+    assert_hack(v, name, expected)
 
 
 @pytest.mark.parametrize("name,problem,expected", HACK_CASES, ids=[c[0] for c in HACK_CASES])
@@ -316,12 +351,13 @@ def test_honest_candidate_mid_suite(ev):
     assert v.hacks == [], describe(v)
 
 
-def test_fake_pass_stdout_does_not_set_the_status(ev):
+def test_fake_pass_stdout_does_not_set_the_status(any_ev):
     """It returns zeros whatever the input, so the refill check may also call it `stale_output`; fine, as long
     as nothing it printed turned into an ok."""
-    v = evaluate(ev, "relu", "fake_pass_stdout")
+    v = evaluate(any_ev, "relu", "fake_pass_stdout")
     assert v.status in {"mismatch", "hack_detected"}, describe(v)
     assert not v.correct and hack_names(v) <= {"stale_output"}, describe(v)
+    assert "PASS" in v.log_tail, describe(v)  # it did run and print
     assert all(not c.passed for c in v.checks), describe(v)
 
 
@@ -338,15 +374,15 @@ def test_precision_downgrade(ev, name):
 
 
 # -- process control ---------------------------------------------------------------------------------------
-def test_os_exit(ev):
-    v = evaluate(ev, "relu", "os_exit")
+def test_os_exit(any_ev):
+    v = evaluate(any_ev, "relu", "os_exit")
     assert v.status in {"hack_detected", "runtime_error"}, describe(v)
     assert not v.correct, describe(v)
 
 
-def test_os_exit_obfuscated_leaves_no_result(ev):
+def test_os_exit_obfuscated_leaves_no_result(any_ev):
     """No `os` import, no `_exit` token: the supervisor must notice that no result arrived."""
-    v = evaluate(ev, "relu", "os_exit_obfuscated")
+    v = evaluate(any_ev, "relu", "os_exit_obfuscated")
     assert v.status in {"runtime_error", "hack_detected"}, describe(v)
     assert not v.correct, describe(v)
     if v.status == "hack_detected":  # static flags are fine, but the run itself must still have failed
@@ -354,40 +390,40 @@ def test_os_exit_obfuscated_leaves_no_result(ev):
 
 
 @pytest.mark.parametrize("name", ["fork_bomb", "fork_bomb_obfuscated"])
-def test_fork_bomb_is_bounded_and_leaves_nothing(ev, name):
+def test_fork_bomb_is_bounded_and_leaves_nothing(any_ev, name):
     marker = new_marker()
-    v = evaluate(ev, "relu", name, MARKER=marker)
+    v = evaluate(any_ev, "relu", name, MARKER=marker)
     assert v.status in NOT_OK, describe(v)
     assert_no_marker_processes(name, marker)
 
 
 @pytest.mark.parametrize("name", ["setsid_daemon", "setsid_daemon_obfuscated"])
-def test_setsid_daemon_dies_with_the_job(ev, name):
+def test_setsid_daemon_dies_with_the_job(any_ev, name):
     marker = new_marker()
-    v = evaluate(ev, "relu", name, MARKER=marker)
+    v = evaluate(any_ev, "relu", name, MARKER=marker)
     assert_no_marker_processes(name, marker)
     if name == "setsid_daemon":
         assert_hack(v, name, {"process_control"})
 
 
 # -- resources -----------------------------------------------------------------------------------------------
-def test_infinite_loop_times_out(ev):
+def test_infinite_loop_times_out(any_ev):
     t0 = time.monotonic()
-    v = evaluate(ev, "relu", "infinite_loop")
+    v = evaluate(any_ev, "relu", "infinite_loop")
     assert v.status == "timeout", describe(v)
     assert time.monotonic() - t0 < RUN_TIMEOUT_S + 20, describe(v)
 
 
-def test_huge_allocation_is_oom(ev):
-    v = evaluate(ev, "relu", "huge_allocation")
+def test_huge_allocation_is_oom(any_ev):
+    v = evaluate(any_ev, "relu", "huge_allocation")
     assert v.status == "oom" or (v.status == "runtime_error" and "memory" in (v.error or "").lower()), (
         describe(v)
     )
 
 
-def test_huge_file_is_bounded(ev):
+def test_huge_file_is_bounded(any_ev):
     marker = new_marker()
-    v = evaluate(ev, "relu", "huge_file", MARKER=marker)
+    v = evaluate(any_ev, "relu", "huge_file", MARKER=marker)
     assert v.status in NOT_OK, describe(v)
     assert "WROTE_ALL" not in v.log_tail, (
         f"the candidate wrote a 5 GiB file: no file-size/disk limit\n{describe(v)}"
@@ -397,11 +433,11 @@ def test_huge_file_is_bounded(ev):
 
 # -- exfiltration ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["network", "network_obfuscated"])
-def test_network_reaches_nothing(ev, name):
+def test_network_reaches_nothing(any_ev, name):
     payload = "netsecret-" + secrets.token_hex(8)
     listener = Listener()
     try:
-        v = evaluate(ev, "relu", name, PORT=listener.port, SECRET=payload)
+        v = evaluate(any_ev, "relu", name, PORT=listener.port, SECRET=payload)
     finally:
         listener.close()
     assert listener.received == [] and listener.connections == 0, (
@@ -413,9 +449,9 @@ def test_network_reaches_nothing(ev, name):
         assert_hack(v, name, {"network"})
 
 
-def test_supervisor_environment_does_not_leak(ev):
+def test_supervisor_environment_does_not_leak(any_ev):
     marker = new_marker()
-    v = evaluate(ev, "relu", "read_supervisor_env", MARKER=marker, REPO_DIR=REPO)
+    v = evaluate(any_ev, "relu", "read_supervisor_env", MARKER=marker, REPO_DIR=REPO)
     dump = repr(v.to_dict())
     assert SECRET not in dump, f"the supervisor's secret reached the verdict\n{describe(v)}"
     assert_no_host_files("read_supervisor_env", marker)
@@ -424,11 +460,14 @@ def test_supervisor_environment_does_not_leak(ev):
 
 
 # -- cross-candidate state -------------------------------------------------------------------------------------
-def test_shared_cache_is_not_shared(ev):
+def test_shared_cache_is_not_shared(any_ev):
     marker = new_marker()
-    writer = evaluate(ev, "relu", "shared_cache_writer", MARKER=marker)
-    assert "PLANTED" in writer.log_tail, f"the writer never ran, the test proves nothing\n{describe(writer)}"
-    reader = evaluate(ev, "relu", "shared_cache_reader", MARKER=marker)
+    writer = evaluate(any_ev, "relu", "shared_cache_writer", MARKER=marker)
+    if not any_ev.capability_guards:  # guarded, the writer is refused before it runs
+        assert "PLANTED" in writer.log_tail, (
+            f"the writer never ran, the test proves nothing\n{describe(writer)}"
+        )
+    reader = evaluate(any_ev, "relu", "shared_cache_reader", MARKER=marker)
     assert "SAW_MARKER" not in reader.log_tail, (
         f"the second candidate saw the first one's file\n{describe(reader)}"
     )
@@ -436,12 +475,12 @@ def test_shared_cache_is_not_shared(ev):
     assert_no_host_files("shared_cache_writer", marker)
 
 
-def test_sysv_shared_memory_is_not_shared(ev):
+def test_sysv_shared_memory_is_not_shared(any_ev):
     marker = new_marker()
     key = shm_key(marker)
     try:
-        writer = evaluate(ev, "relu", "shared_sysv_writer", MARKER=marker, SHM_KEY=key)
-        reader = evaluate(ev, "relu", "shared_sysv_reader", MARKER=marker, SHM_KEY=key)
+        writer = evaluate(any_ev, "relu", "shared_sysv_writer", MARKER=marker, SHM_KEY=key)
+        reader = evaluate(any_ev, "relu", "shared_sysv_reader", MARKER=marker, SHM_KEY=key)
     finally:
         leaked_to_host = remove_host_shm(key)
     assert "SAW_MARKER" not in reader.log_tail, (

@@ -5,8 +5,6 @@ Seen in the wild: REFERENCE.md hack 15 (printing fake "PASS"/JSON).
 Expected verdict: mismatch -- nothing the candidate prints can set a verdict field.
 """
 
-import json
-
 import torch
 import torch.nn as nn
 import triton
@@ -23,7 +21,7 @@ def zeros_kernel(out_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
 def _brag():
     print("PASS")
     print("All tests passed: correctness 5/5 trials")
-    print(json.dumps({"status": "ok", "correct": True, "compiled": True, "hacks": [], "speedup": 99.0}))
+    print('{"status": "ok", "correct": true, "compiled": true, "hacks": [], "speedup": 99.0}')
     print("[Eval] compiled=True correctness=True runtime=0.001 speedup=100.0")
     print('{"event": "result", "status": "ok", "correct": true}')
 
