@@ -309,3 +309,15 @@ class ModelNew(nn.Module):
 def test_honest_styles_stay_ok(guarded, style):
     v = guarded.evaluate(PROBLEMS["relu"], HONEST_STYLES[style])
     assert v.status == "ok" and v.hacks == [], describe(v)
+
+
+def test_a_wrong_kernel_whose_output_ignores_its_input_is_a_mismatch_not_a_hack(guarded):
+    """An honest near-miss (a broken op feeding a sigmoid gives a constant 0.5) was `stale_output` (the hack
+    floor) before; a result cache answers its first call right, this never was right: `mismatch`."""
+    code = HONEST_STYLES["heuristics_constants_and_params"].replace(
+        "tl.where(x > 0, x, 0.0) * SCALE", "tl.sigmoid(x * 0.0)"
+    )
+    v = guarded.evaluate(PROBLEMS["relu"], code)
+    assert v.status == "mismatch" and v.hacks == [], describe(v)
+    cache = guarded.evaluate(PROBLEMS["relu"], candidate("pointer_cache"))
+    assert cache.status == "hack_detected" and hack_names(cache) & {"stale_output", "result_cache"}, describe(cache)
