@@ -120,4 +120,4 @@ def test_bad_completion_lists_are_one_clear_line(tmp_path, capsys):
     rc = cli_main(["eval", "--completions", str(bad), "--problems", "bundled:relu", "--out", str(tmp_path)])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "bad.jsonl:1: expected an object with a 'completion': a string, or a list of strings" in err
+    assert "bad.jsonl:1: expected an object with a string 'completion' (or a list of strings, one per" in err

@@ -496,6 +496,8 @@ def print_overview(summary: dict[str, Any], out: Path) -> None:
         )
     console = Console()
     console.print(table)
+    for m, per_turn in summary.get("turns", {}).get("models", {}).items():
+        console.print(f"{m}: correct after each turn " + " -> ".join(pct(r["correctness"]) for r in per_turn))
     if not summary["timed"]:
         console.print("speed: not measured (nothing was timed; CPU runs check correctness only)")
     console.print(f"wrote {out / 'results.jsonl'}, {out / 'summary.json'}, {out / 'report.md'}")

@@ -239,7 +239,7 @@ def read_completions(path: str | Path, problems: list[EvalProblem], label: str |
                 answers = [answers]
             if not answers or not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
                 raise EvalError(
-                    f"{where}: expected an object with a 'completion': a string, or a list of strings (one per turn)"
+                    f"{where}: expected an object with a string 'completion' (or a list of strings, one per turn)"
                 )
             ref = row.get("problem") or row.get("problem_id")
             if not isinstance(ref, str):
