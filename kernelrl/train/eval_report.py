@@ -421,7 +421,7 @@ def _plot_turns(out: Path, summary: dict[str, Any], plt: Any) -> str:
     ax.set_xlabel("turn (answers so far)")
     ax.set_ylim(0, 1.05)
     ax.yaxis.set_major_formatter(lambda y, _: f"{y:.0%}")
-    ax.set_title("Correctness after each turn (feedback from the sandbox in between)")
+    ax.set_title("Correctness after each turn")
     ax.legend(fontsize=8)
     return _save(fig, out / "turns.png")
 
