@@ -125,7 +125,8 @@ class RepairConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = False
-    fraction: float = Field(default=1.0, gt=0, le=1)  # share of the selected answers that get a repair example
+    # Share of the selected answers that also get a repair example.
+    fraction: float = Field(default=1.0, gt=0, le=1)
     kinds: list[str] | None = None  # bug kinds (default: all of repair.INJECTORS)
     max_turns: int = Field(default=2, ge=2)  # the attempt count the feedback shows ("Attempt 1 of 2")
     seed: int = 0
@@ -597,7 +598,9 @@ class Curator:
             case = repair_case(r["messages"][-1]["content"], rng, c.kinds)
             if case is not None:
                 cases.append((r, case))
-        settings = _hash(c.model_dump(), self.config.verify.model_dump(exclude={"chunk", "workers", "address"}))
+        settings = _hash(
+            c.model_dump(), self.config.verify.model_dump(exclude={"chunk", "workers", "address"})
+        )
         stage = StageFile(self.work / "repair.jsonl", settings, lambda rec: (rec["task"], rec["sha"]))
         todo = [(r, case) for r, case in cases if (r["problem_id"], _sha(case.first)) not in stage.records]
         scorer = self._scorer() if todo else None
@@ -765,7 +768,8 @@ def _features() -> tuple[Any, Any]:
             "completion_chars": Value("int64"),
             "n_correct": Value("int64"),
             "n_samples": Value("int64"),
-            "repair_bug": Value("string"),  # "" for a plain answer; the injected bug's kind for a repair example
+            # "" for a plain answer; the injected bug's kind for a repair example
+            "repair_bug": Value("string"),
         }
     )
     rl = Features(
