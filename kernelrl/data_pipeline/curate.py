@@ -16,6 +16,8 @@ reasoning trains better; reasoning length is recorded as a difficulty signal), t
 Output (`output_dir`, a `datasets.DatasetDict` saved with `save_to_disk`):
 - `train`: TRL conversational SFT rows, ``messages`` = system + user (`build_prompt`) + assistant (the answer);
 - `rl`: prompt-only rows for GRPO, ``prompt`` messages plus the ``problem`` source the reward reads;
+- with ``repair.enabled``, `train` also holds multi-turn repair examples (``repair_bug`` names the injected bug;
+  kernelrl/data_pipeline/repair.py): the answer with a bug, the sandbox's feedback on it, the answer as the fix;
 plus README.md (the dataset card: funnel, per-category counts, rejection reasons), lengths.png and
 curation_report.json (every removal with its reason).
 """
@@ -117,6 +119,19 @@ class OutputConfig(BaseModel):
     plot: bool = True
 
 
+class RepairConfig(BaseModel):
+    """Multi-turn repair examples (kernelrl/data_pipeline/repair.py): a selected answer with an injected bug, the
+    sandbox's feedback on it, the answer as the fix; kept only when the bug really fails and the fix is `ok`."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    # Share of the selected answers that also get a repair example.
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    kinds: list[str] | None = None  # bug kinds (default: all of repair.INJECTORS)
+    max_turns: int = Field(default=2, ge=2)  # the attempt count the feedback shows ("Attempt 1 of 2")
+    seed: int = 0
+
+
 class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     output_dir: str
@@ -128,6 +143,7 @@ class CurateConfig(BaseModel):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    repair: RepairConfig = Field(default_factory=RepairConfig)
 
     @model_validator(mode="after")
     def _unique_teachers(self) -> CurateConfig:
@@ -531,8 +547,13 @@ class Curator:
                         "completion_chars": r["completion_chars"],
                         "n_correct": len(per_task[t.id]),
                         "n_samples": n_samples[t.id],
+                        "repair_bug": "",
                     }
                 )
+        repair_report = None
+        if cfg.repair.enabled:
+            repair_rows, repair_report = self.repairs(rows)
+            rows += repair_rows
         rl_rows = []
         for t in sorted(tasks, key=lambda t: (t.category, t.name)):
             solved = bool(per_task.get(t.id))
@@ -556,8 +577,79 @@ class Curator:
             )
         lengths = [r["reasoning_chars"] for r in correct]
         report = self._report(state, rows, rl_rows, sample_reasons, lengths, per_task)
+        if repair_report is not None:
+            report["repair"] = repair_report
+            report["funnel"]["repair_rows"] = repair_report["kept"]
         write_dataset(cfg, rows, rl_rows, report, correct)
         return report
+
+    def repairs(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Repair examples from selected train rows: inject a bug, run both turns in the sandbox (resumable, in
+        ``repair.jsonl``), keep the pairs whose bug is an honest failure and whose fix is `ok`."""
+        from kernelrl.data_pipeline.repair import FAILURES, repair_case, repair_messages
+        from kernelrl.rewards.episode import Episode, EpisodeConfig, turn_from_result
+
+        c = self.config.repair
+        cases = []
+        for r in rows:
+            rng = random.Random(f"{c.seed}:{r['problem_id']}:{_sha(r['messages'][-1]['content'])}")
+            if rng.random() >= c.fraction:
+                continue
+            case = repair_case(r["messages"][-1]["content"], rng, c.kinds)
+            if case is not None:
+                cases.append((r, case))
+        settings = _hash(
+            c.model_dump(), self.config.verify.model_dump(exclude={"chunk", "workers", "address"})
+        )
+        stage = StageFile(self.work / "repair.jsonl", settings, lambda rec: (rec["task"], rec["sha"]))
+        todo = [(r, case) for r, case in cases if (r["problem_id"], _sha(case.first)) not in stage.records]
+        scorer = self._scorer() if todo else None
+        try:
+            for start in range(0, len(todo), self.config.verify.chunk):
+                chunk = todo[start : start + self.config.verify.chunk]
+                texts = [x for _, case in chunk for x in (case.first, case.fixed)]
+                problems = [r["problem"] for r, _ in chunk for _ in (0, 1)]
+                results = scorer.score(problems, texts)
+                for i, (r, case) in enumerate(chunk):
+                    first, fixed = results[2 * i], results[2 * i + 1]
+                    turn = turn_from_result(case.first, first)
+                    rec = {
+                        "task": r["problem_id"],
+                        "sha": _sha(case.first),
+                        "kind": case.kind,
+                        "status": turn.status,
+                        "feedback": turn.feedback,
+                        "fixed_status": fixed.verdict.status if fixed.verdict else "none",
+                    }
+                    stage.add(rec)
+                    self._emit("repair", rec)
+        finally:
+            stage.close()
+            if scorer is not None and self.pool is None:
+                scorer.close()
+        kept, rejected, kinds = [], Counter(), Counter()
+        for r, case in cases:
+            rec = stage.records.get((r["problem_id"], _sha(case.first)))
+            why = (
+                "unverified"
+                if rec is None
+                else f"bug:{rec['status']}"
+                if rec["status"] not in FAILURES
+                else f"fix:{rec['fixed_status']}"
+                if rec["fixed_status"] != "ok"
+                else None
+            )
+            if why:
+                rejected[why] += 1
+                continue
+            kinds[case.kind] += 1
+            episode = Episode(EpisodeConfig(max_turns=c.max_turns))
+            observation = _observation(episode, rec)
+            messages = repair_messages(r["messages"][:-1], case, observation)
+            kept.append({**r, "messages": messages, "repair_bug": case.kind})
+        report = {"made": len(cases), "kept": len(kept), "rejected": dict(rejected), "by_kind": dict(kinds)}
+        print(f"curate: repair examples kept {len(kept)} of {len(cases)}", file=sys.stderr)
+        return kept, report
 
     def _report(
         self,
@@ -621,6 +713,14 @@ class Curator:
         }
 
 
+def _observation(episode: Any, rec: dict[str, Any]) -> str:
+    """The observation the model would read after the buggy attempt (attempt 1 of the episode)."""
+    from kernelrl.rewards.episode import Turn
+
+    episode.add(Turn(None, rec["status"], rec["feedback"]))
+    return episode.observation()
+
+
 def _unique(tasks: Iterable[Task]) -> list[Task]:
     seen, out = set(), []
     for t in tasks:
@@ -668,6 +768,8 @@ def _features() -> tuple[Any, Any]:
             "completion_chars": Value("int64"),
             "n_correct": Value("int64"),
             "n_samples": Value("int64"),
+            # "" for a plain answer; the injected bug's kind for a repair example
+            "repair_bug": Value("string"),
         }
     )
     rl = Features(
@@ -798,7 +900,7 @@ variant and seed, no reward hack detected) and it passed the rule rewards; per p
 ## Funnel
 
 {_table(["stage", "count"], [[k, v] for k, v in f.items()])}
-
+{_repair_card(report.get("repair"))}
 ## Per category
 
 {cats}
@@ -838,6 +940,18 @@ Every removed problem, with its reason, is listed in `curation_report.json`.
 {yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).strip()}
 ```
 """
+
+
+def _repair_card(repair: dict[str, Any] | None) -> str:
+    if not repair:
+        return ""
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(repair["by_kind"].items())) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(repair["rejected"].items())) or "none"
+    return (
+        f"\nRepair examples (multi-turn: an answer with an injected bug, the sandbox's feedback on it, the fix; "
+        f"`repair_bug` names the bug): {repair['kept']} kept of {repair['made']} made; by kind: {kinds}; "
+        f"rejected: {rejected}. The SFT loss falls on the fix only.\n"
+    )
 
 
 def _fmt(summary: dict[str, float] | None) -> str:

@@ -78,6 +78,15 @@ class RewardClient:
         }
         return self._request("POST", "/compute_score", body)
 
+    def turn(self, problem: str | Problem, completion: str) -> dict[str, Any]:
+        """One turn of a multi-turn episode: ``{reward, status, feedback, speedup, components, correct, hack}``
+        (the server is stateless; `kernelrl.rewards.episode` keeps the episode)."""
+        body = {
+            "problem": problem.source if isinstance(problem, Problem) else problem,
+            "completion": completion,
+        }
+        return self._request("POST", "/turn", body)
+
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
 

@@ -66,6 +66,8 @@ class RewardConfig(BaseModel):
             "concise": 0.0,
         }
     )
+    # Multi-turn settings (kernelrl.rewards.episode.EpisodeConfig); read by episodes, ignored by single turns.
+    episode: dict[str, Any] | None = None
 
     @property
     def needs_verdict(self) -> bool:
@@ -86,6 +88,13 @@ def load_config(path: str | Path | None) -> RewardConfig:
         raise ValueError(f"bad reward config {p}: {e}") from None
     for name in config.weights:
         resolve_component(name)
+    if config.episode is not None:
+        from kernelrl.rewards.episode import EpisodeConfig, EpisodeConfigError
+
+        try:
+            EpisodeConfig.from_dict(config.episode)
+        except (EpisodeConfigError, TypeError) as e:
+            raise ValueError(f"bad reward config {p}: {e}") from None
     return config
 
 

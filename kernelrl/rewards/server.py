@@ -12,6 +12,8 @@ Routes (a problem is KernelBench source text or ``bundled:<name>``, never a path
   retryable) or 422 (``not_executed``: this server can never judge it), naming the indices.
 - ``POST /compute_score`` (verl): ``{"data_source", "solution_str", "ground_truth": problem, "extra_info"}`` ->
   one flat dict with the same keys for every sample (`SCORE_KEYS` + one per reward component).
+- ``POST /turn`` (multi-turn episodes): ``{"problem", "completion"}`` -> ``{reward, status, feedback, speedup,
+  components, correct, hack}``; stateless, the episode lives in the trainer's hook (`kernelrl.rewards.episode`).
 - ``GET /metrics``: Prometheus text.
 
 Limits answer before any work is queued: 413 for a body, batch or completion over its limit, 429 (with
@@ -55,7 +57,7 @@ MiB = 1 << 20
 SCORE_KEYS = ("score", "status", "correct", "compiled", "hack", "speedup", "error")
 # /get_reward's extra_logs besides one per reward component: numbers only (OpenRLHF makes tensors of them).
 LOG_KEYS = ("correct", "hack", "status_code", "speedup")
-ROUTES = ("/health", "/score", "/get_reward", "/compute_score", "/metrics")
+ROUTES = ("/health", "/score", "/get_reward", "/compute_score", "/turn", "/metrics")
 RETRY_AFTER_S = 5  # a hint for 429/503; our client backs off exponentially on top of it
 STARTUP_TIMEOUT_S = 600.0  # workers that are not up by then will not come (e.g. no GPU in the cluster)
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -277,12 +279,48 @@ def create_app(
             **r.components,
         }
 
+    @app.post("/turn")
+    async def turn_route(req: TurnRequest) -> TurnResponse:
+        return await score_turn(req, score, check_chars)
+
     @app.get("/metrics")
     async def metrics_route() -> Response:
         text = await asyncio.to_thread(generate_latest, metrics.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+# -- multi-turn: one stateless route; the episode (turns, stop rule, episode reward) lives in the trainer's hook ---
+
+
+class TurnRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    problem: str = Field(min_length=1, description="KernelBench source text or 'bundled:<name>'")
+    completion: str = Field(description="this turn's answer (reasoning + one fenced python block)")
+
+
+class TurnResponse(BaseModel):
+    reward: float | None  # the composed reward of this turn (null: not judged)
+    status: str
+    feedback: str  # the observation for the model's next turn (kernelrl.rewards.feedback)
+    speedup: float | None
+    components: dict[str, float | None]
+    correct: bool
+    hack: bool
+
+
+async def score_turn(req: TurnRequest, score: Callable, check_chars: Callable) -> TurnResponse:
+    """Score one answer and render its feedback (the static checks' line numbers included for hacks)."""
+    from kernelrl.rewards.episode import turn_from_result
+
+    check_chars("completion", [req.completion])
+    [r] = await score(_problems("problem", [req.problem], single=True), [req.completion])
+    turn = await asyncio.to_thread(turn_from_result, req.completion, r)
+    return TurnResponse(**turn.to_dict(), correct=turn.correct, hack=turn.hack)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
 
 
 def _start_workers(scorer: Scorer) -> list[str]:
@@ -586,7 +624,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve",
-        help="serve rewards over HTTP (/score, OpenRLHF /get_reward, verl /compute_score, /health, /metrics)",
+        help="serve rewards over HTTP (/score, OpenRLHF /get_reward, verl /compute_score, /turn, /health, /metrics)",
     )
     serve.error = _usage_error  # type: ignore[method-assign]  # one line, like the other usage errors
     serve.add_argument("--host", default="127.0.0.1")

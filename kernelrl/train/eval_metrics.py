@@ -197,3 +197,19 @@ def default_ks(max_samples: int) -> list[int]:
         if max_samples
         else [1]
     )
+
+
+def metrics_by_turn(
+    histories: Mapping[Any, Sequence[Outcome]],
+    problem_ids: Sequence[str],
+    ks: Sequence[int],
+    timed: bool,
+    turns: int,
+) -> list[GroupMetrics]:
+    """Metrics after each turn 1..`turns` of a multi-turn evaluation (one model): every sample counts with its
+    latest answer up to that turn (an episode that ended early, solved or out of scripted answers, keeps its
+    last outcome), so turn 1 is the single-turn evaluation and later turns show what the feedback changed."""
+    return [
+        group_metrics([h[min(t, len(h)) - 1] for h in histories.values() if h], problem_ids, ks, timed)
+        for t in range(1, turns + 1)
+    ]

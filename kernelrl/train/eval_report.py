@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kernelrl.sandbox.verdict import STATUSES
-from kernelrl.train.eval_metrics import FAST_P, Outcome, default_ks, group_metrics, was_timed
+from kernelrl.train.eval_metrics import FAST_P, Outcome, default_ks, group_metrics, metrics_by_turn, was_timed
 
 if TYPE_CHECKING:
     from kernelrl.train.evaluate import EvalConfig, EvalProblem
@@ -43,8 +43,11 @@ def build_summary(
     rows: list[dict[str, Any]],
     sources: dict[str, str],
     runs: dict[str, dict[str, Any]],
+    histories: dict[tuple[str, str, int], list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The summary.json document: overall, per level and per category metrics of every model."""
+    """The summary.json document: overall, per level and per category metrics of every model (of the first
+    answer), and with ``histories`` (a multi-turn evaluation: every sample's rows by turn) the metrics after each
+    turn."""
     per_model: dict[str, list[Outcome]] = {m: [] for m in sources}
     for r in rows:
         per_model.setdefault(r["model"], []).append(Outcome.from_row(r))
@@ -67,6 +70,7 @@ def build_summary(
             "run": runs.get(model, {}),
         }
     verdicts = [r.get("verdict") or {} for r in rows]
+    turns = _over_turns(config, ids, ks, models, histories) if histories is not None else None
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -89,7 +93,42 @@ def build_summary(
         "definitions": DEFINITIONS,
         "config": config.model_dump(),
         "models": models,
+        **({"turns": turns} if turns is not None else {}),
     }
+
+
+def _over_turns(
+    config: EvalConfig,
+    ids: list[str],
+    ks: list[int],
+    models: dict[str, Any],
+    histories: dict[tuple[str, str, int], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Per model, the metrics after each turn (turn 1 = single-turn) and how many samples answered each turn."""
+    out: dict[str, Any] = {"n": config.turns, "models": {}}
+    for model, info in models.items():
+        mine = {k: [Outcome.from_row(r) for r in rows] for k, rows in histories.items() if k[0] == model}
+        per_turn = metrics_by_turn(mine, ids, ks, info["timed"], config.turns)
+        out["models"][model] = [
+            {
+                "turn": t,
+                "answered": sum(len(h) >= t for h in mine.values()),
+                **{k: getattr(m, k) for k in _TURN_KEYS},
+            }
+            for t, m in enumerate(per_turn, 1)
+        ]
+    return out
+
+
+_TURN_KEYS = (
+    "n_samples",
+    "compile_rate",
+    "correctness",
+    "fast_p",
+    "geomean_speedup",
+    "hack_rate",
+    "mean_reward",
+)
 
 
 def _groups(problems: list[EvalProblem], attr: str) -> dict[str, list[str]]:
@@ -190,6 +229,8 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], plots: di
     ]
     if "comparison" in plots:
         parts.append(f"![checkpoint comparison]({plots['comparison']})")
+    if "turns" in summary:
+        parts.append(_turns_section(summary, plots))
     parts.append("## Speed")
     if "speedup" in plots:
         parts.append(f"![speedup distribution]({plots['speedup']})")
@@ -238,6 +279,35 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], plots: di
     if notes:
         parts.append("## Notes\n" + "\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts) + "\n"
+
+
+def _turns_section(summary: dict[str, Any], plots: dict[str, str]) -> str:
+    """Metrics after each turn of a multi-turn evaluation (turn 1 is the single-turn result above)."""
+    header = ["model", "turn", "answered", "compiled", "correct"]
+    header += [f"fast_{p:g}" for p in summary["fast_p_thresholds"]] + ["hack rate", "mean reward"]
+    rows = [
+        [
+            f"`{m}`",
+            str(r["turn"]),
+            str(r["answered"]),
+            pct(r["compile_rate"]),
+            pct(r["correctness"]),
+            *(pct(v) for v in r["fast_p"].values()),
+            pct(r["hack_rate"]),
+            num(r["mean_reward"]),
+        ]
+        for m, per_turn in summary["turns"]["models"].items()
+        for r in per_turn
+    ]
+    text = (
+        f"## Over turns\n\nUp to {summary['turns']['n']} answers per sample; each later answer saw the sandbox's "
+        "feedback on the previous one (kernelrl.rewards.feedback). After turn t, every sample counts with its "
+        "latest answer so far (a solved episode stops); turn 1 is the single-turn evaluation.\n\n"
+        + _table(header, rows)
+    )
+    if "turns" in plots:
+        text += f"\n\n![correctness after each turn]({plots['turns']})"
+    return text
 
 
 def _per_problem(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -311,6 +381,9 @@ def make_plots(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -
         ax.set_title("Correctness by category (n/a: no samples)")
         drawn["categories"] = _save(fig, out / "correctness_by_category.png")
 
+    if "turns" in summary:
+        drawn["turns"] = _plot_turns(out, summary, plt)
+
     if len(models) > 1:
         ks = summary["pass_k"]
         metrics = {"compiled": "compile_rate", "correct": "correctness", f"pass@{ks[0]}": ks[0]}
@@ -328,6 +401,29 @@ def make_plots(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -
         ax.set_title("Checkpoint comparison (same problems, prompts and seed)")
         drawn["comparison"] = _save(fig, out / "comparison.png")
     return drawn
+
+
+def _plot_turns(out: Path, summary: dict[str, Any], plt: Any) -> str:
+    """Correctness (and fast_1 where timed) after each turn, one line per model."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, per_turn in summary["turns"]["models"].items():
+        xs = [r["turn"] for r in per_turn]
+        ax.plot(xs, [r["correctness"] or 0.0 for r in per_turn], marker="o", label=f"{m} correct")
+        if any(r["fast_p"]["1"] is not None for r in per_turn):
+            ax.plot(
+                xs,
+                [r["fast_p"]["1"] or 0.0 for r in per_turn],
+                marker="s",
+                linestyle="--",
+                label=f"{m} fast_1",
+            )
+    ax.set_xticks(range(1, summary["turns"]["n"] + 1))
+    ax.set_xlabel("turn (answers so far)")
+    ax.set_ylim(0, 1.05)
+    ax.yaxis.set_major_formatter(lambda y, _: f"{y:.0%}")
+    ax.set_title("Correctness after each turn")
+    ax.legend(fontsize=8)
+    return _save(fig, out / "turns.png")
 
 
 def _metric(m: dict[str, Any], key: str | int) -> float | None:
@@ -400,6 +496,8 @@ def print_overview(summary: dict[str, Any], out: Path) -> None:
         )
     console = Console()
     console.print(table)
+    for m, per_turn in summary.get("turns", {}).get("models", {}).items():
+        console.print(f"{m}: correct after each turn " + " -> ".join(pct(r["correctness"]) for r in per_turn))
     if not summary["timed"]:
         console.print("speed: not measured (nothing was timed; CPU runs check correctness only)")
     console.print(f"wrote {out / 'results.jsonl'}, {out / 'summary.json'}, {out / 'report.md'}")

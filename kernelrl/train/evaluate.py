@@ -154,6 +154,7 @@ class EvalConfig(BaseModel):
     address: str | None = None
     reward_config: str | None = None
     pass_k: list[int] | None = None
+    turns: int = Field(1, ge=1)  # answers per sample: each later turn reads the previous turn's feedback
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -196,6 +197,7 @@ class Sample:
     index: int
     completion: str
     source: str  # "model" or "completions"
+    later: tuple[str, ...] = ()  # scripted answers for turns 2, 3, ... (a completions row with a list)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -232,8 +234,13 @@ def read_completions(path: str | Path, problems: list[EvalProblem], label: str |
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise EvalError(f"{where}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
-                raise EvalError(f"{where}: expected an object with a string 'completion'")
+            answers = row.get("completion") if isinstance(row, dict) else None
+            if isinstance(answers, str):
+                answers = [answers]
+            if not answers or not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                raise EvalError(
+                    f"{where}: expected an object with a string 'completion' (or a list of strings, one per turn)"
+                )
             ref = row.get("problem") or row.get("problem_id")
             if not isinstance(ref, str):
                 raise EvalError(f"{where}: expected 'problem_id' or 'problem' (a name)")
@@ -250,7 +257,7 @@ def read_completions(path: str | Path, problems: list[EvalProblem], label: str |
             if not isinstance(index, int) or index < 0:
                 raise EvalError(f"{where}: 'sample' must be a non-negative integer")
             counters[(model, ep.id)] = max(counters.get((model, ep.id), 0), index + 1)
-            s = Sample(model, ep, index, row["completion"], "completions")
+            s = Sample(model, ep, index, answers[0], "completions", tuple(answers[1:]))
             if s.key in seen:
                 raise EvalError(f"{where}: a second completion for {model} / {ep.name} / sample {index}")
             seen.add(s.key)
@@ -299,9 +306,15 @@ class ResultsWriter:
 
 
 def score_samples(
-    scorer: Scorer, samples: list[Sample], writer: ResultsWriter, desc: str, progress: bool = True
+    scorer: Scorer,
+    samples: list[Sample],
+    writer: ResultsWriter,
+    desc: str,
+    progress: bool = True,
+    turn: int | None = None,
 ) -> None:
-    """Submit every sample to the pool at once and write each row the moment its verdict arrives."""
+    """Submit every sample to the pool at once and write each row the moment its verdict arrives (tagged with
+    its ``turn`` in a multi-turn evaluation)."""
     if not samples:
         return
     futures = scorer.submit([s.problem.problem for s in samples], [s.completion for s in samples])
@@ -326,6 +339,7 @@ def score_samples(
                         "reward": r.reward,
                         "components": r.components,
                         "verdict": verdict.to_dict(),
+                        **({"turn": turn} if turn is not None else {}),
                     }
                 )
                 bar.update()
@@ -371,16 +385,17 @@ def evaluate(config: EvalConfig, *, scorer: Scorer | None = None, progress: bool
             runs[label] = _run_stats(len(mine), sum(s.model == label for s in given) - len(mine), 0.0, t0)
         for model in config.models:
             runs[model] = _evaluate_model(config, model, problems, done, scorer, writer, progress)
+        planned = {s.key for s in given} | {
+            (m, ep.id, i) for m in config.models for ep in problems for i in range(config.samples)
+        }
+        rows = [r for k, r in sorted(load_results(results_path).items()) if k in planned]
+        histories = _refine(config, rows, given, scorer, progress) if config.turns > 1 else None
     finally:
         writer.close()
         if own:
             scorer.close()
-    planned = {s.key for s in given} | {
-        (m, ep.id, i) for m in config.models for ep in problems for i in range(config.samples)
-    }
-    rows = [r for k, r in sorted(load_results(results_path).items()) if k in planned]
     sources = {**{s.model: "completions" for s in given}, **{m: "model" for m in config.models}}
-    summary = eval_report.build_summary(config, problems, rows, sources, runs)
+    summary = eval_report.build_summary(config, problems, rows, sources, runs, histories)
     eval_report.write_outputs(out, summary, rows)
     return summary
 
@@ -452,6 +467,134 @@ def _evaluate_model(
     return _run_stats(len(samples), skipped, generation_s, t1)
 
 
+# ---------------------------------------------------------------- multi-turn: feedback, then another answer
+
+
+def _refine(
+    config: EvalConfig, first: list[dict[str, Any]], given: list[Sample], scorer: Scorer, progress: bool
+) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    """Turns 2..N: each sample whose episode is not over (`kernelrl.rewards.episode`: solved, or no answers left)
+    gets its previous turn's feedback and answers again: the next scripted answer of a completions row, or a
+    generation from the model on the whole conversation so far. Rows go to ``turns.jsonl`` (resumed like
+    ``results.jsonl``); returns every sample's rows by turn, the first from ``first``."""
+    from kernelrl.rewards.episode import Episode
+
+    out = Path(config.out or "")
+    episode_config = _episode_config(config)
+    scripted = {s.key: s.later for s in given}
+    by_id = {ep.id: ep for ep in resolve_problems(config.problems, config.seed)}
+    histories = {(r["model"], r["problem_id"], int(r["sample"])): [r] for r in first}
+    done = _load_turns(out / "turns.jsonl")
+    writer = ResultsWriter(out / "turns.jsonl")
+    try:
+        for t in range(2, config.turns + 1):
+            need: list[tuple[tuple[str, str, int], list[dict[str, Any]]]] = []
+            for key, rows in histories.items():
+                episode = Episode(episode_config, [_turn(r) for r in rows])
+                if len(rows) != t - 1 or episode.done or (key in scripted and len(scripted[key]) < t - 1):
+                    continue
+                row = done.get((*key, t))
+                answer = scripted[key][t - 2] if key in scripted else None
+                if _is_done(row) and (answer is None or row.get("completion") == answer):
+                    rows.append(row)
+                    continue
+                need.append((key, rows))
+            samples = _next_answers(config, t, need, scripted, by_id, episode_config, progress)
+            score_samples(scorer, samples, writer, f"turn {t}", progress, turn=t)
+            fresh = _load_turns(out / "turns.jsonl")
+            for key, rows in need:
+                if (*key, t) in fresh:
+                    rows.append(fresh[(*key, t)])
+    finally:
+        writer.close()
+    return histories
+
+
+def _next_answers(
+    config: EvalConfig,
+    t: int,
+    need: list[tuple[tuple[str, str, int], list[dict[str, Any]]]],
+    scripted: dict[tuple[str, str, int], tuple[str, ...]],
+    by_id: dict[str, EvalProblem],
+    episode_config: Any,
+    progress: bool,
+) -> list[Sample]:
+    """Turn t's answers: scripted ones as they are, the rest generated per model from each conversation."""
+    from kernelrl.rewards.episode import Episode
+
+    samples = [
+        Sample(k[0], by_id[k[1]], k[2], scripted[k][t - 2], "completions") for k, _ in need if k in scripted
+    ]
+    for model in dict.fromkeys(k[0] for k, _ in need if k not in scripted):
+        mine = [(k, rows) for k, rows in need if k[0] == model and k not in scripted]
+        conversations = []
+        for k, rows in mine:
+            messages = build_prompt(by_id[k[1]].problem.source, config.prompt_backend, config.one_shot)
+            for i, r in enumerate(rows):
+                observation = Episode(episode_config, [_turn(x) for x in rows[: i + 1]]).observation()
+                messages += [
+                    {"role": "assistant", "content": r["completion"]},
+                    {"role": "user", "content": observation},
+                ]
+            conversations.append(messages)
+        if progress:
+            print(f"kernelrl eval: turn {t}: {len(mine)} answers with {model}", file=sys.stderr)
+        try:
+            texts = _generate()(
+                model,
+                conversations,
+                n=1,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=config.seed + t,
+                batch_size=config.batch_size,
+                backend=config.generation_backend,
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise EvalError(f"generation with model {model!r} failed: {type(e).__name__}: {first}") from None
+        samples += [Sample(k[0], by_id[k[1]], k[2], texts[j][0], "model") for j, (k, _) in enumerate(mine)]
+    return samples
+
+
+def _episode_config(config: EvalConfig) -> Any:
+    """The reward config's ``episode:`` settings with ``max_turns`` = ``--turns``."""
+    from dataclasses import replace
+
+    from kernelrl.rewards.episode import EpisodeConfig, EpisodeConfigError
+
+    try:
+        base = EpisodeConfig.from_yaml(config.reward_config)
+    except EpisodeConfigError as e:
+        raise EvalError(str(e)) from None
+    return replace(base, max_turns=config.turns)
+
+
+def _turn(row: dict[str, Any]) -> Any:
+    """A results row as an episode Turn; its feedback is rendered from the verdict (deterministic)."""
+    from kernelrl.rewards.episode import Turn
+    from kernelrl.rewards.feedback import render
+    from kernelrl.rewards.sample import make_sample
+
+    v = row.get("verdict") or {"status": "infra_error"}
+    details = make_sample(row["completion"]).static.details if v.get("hacks") else []
+    return Turn(row.get("reward"), v["status"], render(v, details=details), v.get("speedup"))
+
+
+def _load_turns(path: Path) -> dict[tuple[str, str, int, int], dict[str, Any]]:
+    rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            rows[(row["model"], row["problem_id"], int(row["sample"]), int(row["turn"]))] = row
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return rows
+
+
 # ---------------------------------------------------------------- CLI
 
 # CLI flag -> EvalConfig field, for flags whose names differ.
@@ -520,5 +663,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="Ray cluster address for the sandbox pool")
     p.add_argument("--reward-config", help="reward weights YAML (default: the built-in weights)")
     p.add_argument("--pass-k", type=_int_list, help="k values for pass@k, e.g. 1,5,10 (default: 1 and k)")
+    p.add_argument(
+        "--turns",
+        type=int,
+        help="answers per sample (default 1): each later turn gets the previous one's sandbox feedback; "
+        "metrics are reported after every turn",
+    )
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
     p.set_defaults(func=cmd_eval)
