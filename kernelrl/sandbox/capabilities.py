@@ -25,6 +25,7 @@ its line: the supervisor answers `forbidden_access` from these before running an
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import types
 from dataclasses import dataclass, field
@@ -65,13 +66,24 @@ ALLOWED_IMPORTS = frozenset(
 # Builtins Python code may use (the guarded ones are replaced by guards.py); everything else is unavailable.
 ALLOWED_BUILTINS = frozenset(
     """
-    abs all any bin bool callable chr classmethod dict divmod enumerate filter float frozenset getattr hasattr
+    abs all any ascii bin bool callable chr classmethod complex dict divmod enumerate filter float format frozenset
+    getattr hasattr
     hash hex id int isinstance issubclass iter len list map max min next object oct ord pow print property range
     repr reversed round set setattr slice sorted staticmethod str sum super tuple type zip
     True False None NotImplemented Ellipsis
     ArithmeticError AssertionError AttributeError Exception IndexError KeyError LookupError NotImplementedError
     OverflowError RuntimeError StopIteration TypeError ValueError ZeroDivisionError
     """.split()
+)
+
+# Python's builtins a kernel file may not use (files, code execution, scopes, the interpreter's exits...). Any
+# other unbound name is an ordinary NameError at run time (a typo), not a capability.
+REFUSED_BUILTINS = frozenset(
+    n
+    for n in dir(builtins)
+    if n not in ALLOWED_BUILTINS
+    and not n.startswith("__")
+    and not (n.endswith(("Error", "Warning")) and n != "BaseExceptionGroup")
 )
 
 # Dunder names the Python code may use: defining and calling `__init__`, reading `__name__`.
@@ -188,9 +200,9 @@ class _Policy(RestrictingNodeTransformer):
         self.bound = _bound_names(tree)
         self.kernel_globals = _kernel_globals(tree, self.aliases)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-                if node.id not in self.bound and node.id not in ALLOWED_BUILTINS | ALLOWED_DUNDER_READS:
-                    self._violate(node, f"name `{node.id}` is not available in a kernel file")
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in REFUSED_BUILTINS:
+                if node.id not in self.bound:
+                    self._violate(node, f"`{node.id}` is not available in a kernel file")
 
     def _violate(self, node: ast.AST, what: str) -> None:
         self.violations.append(Violation(getattr(node, "lineno", 1) or 1, what))

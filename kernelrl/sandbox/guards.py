@@ -32,6 +32,7 @@ from kernelrl.sandbox.capabilities import (
     ALLOWED_IMPORTS,
     CANDIDATE_FILE,
     INDUCTOR_HELPERS,
+    REFUSED_BUILTINS,
     dsl_value,
 )
 
@@ -138,7 +139,12 @@ class Guards:
 
     # -- the namespace the candidate module runs in --------------------------------------------------------
     def namespace(self) -> dict[str, Any]:
-        allowed = {name: getattr(builtins, name) for name in ALLOWED_BUILTINS if hasattr(builtins, name)}
+        allowed = {
+            name: getattr(builtins, name)
+            for name in dir(builtins)
+            if name in ALLOWED_BUILTINS
+            or (name.endswith(("Error", "Warning")) and name not in REFUSED_BUILTINS)
+        }
         allowed.update(
             getattr=self.getattr_builtin,
             hasattr=self.hasattr_builtin,

@@ -506,7 +506,7 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
                     "kind": kind,
                     "type": type(e).__name__,
                     "message": str(e)[:2000],
-                    "traceback": traceback.format_exc(limit=6)[-3000:],
+                    "traceback": traceback.format_exc(limit=-12)[-3000:],  # the innermost frames
                 }
             )
     except NotExecuted as e:
