@@ -320,4 +320,6 @@ def test_a_wrong_kernel_whose_output_ignores_its_input_is_a_mismatch_not_a_hack(
     v = guarded.evaluate(PROBLEMS["relu"], code)
     assert v.status == "mismatch" and v.hacks == [], describe(v)
     cache = guarded.evaluate(PROBLEMS["relu"], candidate("pointer_cache"))
-    assert cache.status == "hack_detected" and hack_names(cache) & {"stale_output", "result_cache"}, describe(cache)
+    assert cache.status == "hack_detected" and hack_names(cache) & {"stale_output", "result_cache"}, describe(
+        cache
+    )
