@@ -12,22 +12,22 @@ and literal sizes inside `get_inputs` (`torch.rand(batch_size, 3, 224, 224)`). A
 another constant is derived and keeps its relation (`num_channels = embed_dim`, `bias_shape =
 (out_channels, 1, 1)`).
 
-Rules, in short: a slot is "size-like" when its value is > 8 and its name is not structure (kernel,
-stride, padding, dilation, patch, window); smaller ones (axes, kernel sizes, strides, groups, heads <= 8)
-never change. A size-like value keeps its divisibility: it stays a multiple of the constants > 1 that
-divide it in the file (a size-like divisor counts with its *new* value, so `dim` stays a multiple of
-whatever `num_heads` became) and, softly, of its power-of-two part up to 16 (it may go below that only to
-a divisor of it). Constants with equal values do not constrain each other (M = K = N vary independently),
-and a power-of-two divisor above 64 counts only when its name says group or head (batch 512 | features
-2048 is sizing, num_groups 256 | channels 8192 is a relation).
+Rules, in short: a slot is "size-like" when its value is > 8 (or > 2 for a batch) and its name is not
+structure (kernel, stride, padding, dilation, patch, window); the others (axes, kernel sizes, strides,
+small group and head counts) never change. A size keeps the divisibility the file shows: it stays a
+multiple of the small constants dividing it (groups = 4 | channels = 64; kernel sizes and batch sizes are
+coincidences), of a size-like divisor whose name says group or head (with the divisor's *new* value, so
+`dim` follows whatever `num_heads` became), and, softly, of its power-of-two part up to 16 (below that, any
+multiple of the rest). Sizes with equal values do not constrain each other (M = K = N vary
+independently). A proposal the reference rejects (an assert, a shape mismatch) is replaced by another:
+equal sizes moved together, one factor for all, each size's odd factor kept, one size at a time.
 
 Scaling to the CPU budget keeps the problem's character: batch sizes shrink first (down to 2), then every
-size by the same factor (so a reduction dim stays the largest and a small K stays small) down to 16, then
-down to 2; each stage takes the largest sizes that fit, found by a few measurements. Every planned variant
-is measured on the meta device (nothing allocated; a `device='cuda'` in the file is moved to meta and
-noted); a size the reference rejects (an assert, a shape mismatch) is replaced by another proposal, and a
-problem that needs what this machine lacks (CUDA, a package) raises `Unavailable` with a clear message.
-`count` is the total number of variants, variant 0 included.
+other size by one factor (a reduction axis stays the longest, a small K stays small) down to 16, then
+everything down to 2, then one size at a time; each stage takes the largest sizes that fit. The budget
+counts the weights: the interpreter pays for what the kernels read. Every planned variant is measured on
+the meta device (nothing allocated); a problem that needs what this machine lacks (CUDA, a package) raises
+`Unavailable` with a clear message. `count` is the total number of variants, variant 0 included.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ Assignment = dict[str, int]  # slot key -> value
 
 SIZE_MIN = 9  # ints below this are axes, kernel sizes, strides, groups, heads: never changed
 POW2_CAP = 16  # the largest power of two kept as a divisor (1024 stays a multiple of 16, 100 of 4)
-POW2_RELATION_MAX = 64  # a larger power-of-two divisor is a coincidence of sizing, not a constraint
 ATTEMPTS = 8  # shape proposals per perturbed variant before it is skipped: 3 plain, 2 strict, 3 single sizes
 GPU_FACTORS = (0.5, 0.9)
 CPU_FACTORS = (0.6, 0.9)
@@ -76,7 +75,7 @@ class Variant:
     name: str  # "file", "scaled", "perturbed", "perturbed2", ...
     overrides: dict[str, int]  # slot key -> new value; {} for the file's own sizes
     source: str  # the problem source with the overrides applied
-    elements: int | None = None  # inputs + outputs, measured on the meta device
+    elements: int | None = None  # inputs + weights + outputs, measured on the meta device
 
 
 # ---------------------------------------------------------------- finding and rewriting sizes
@@ -608,7 +607,7 @@ def plan_variants(
     """Up to `count` variants with distinct sizes: the file's (or a scaled-down) one, then perturbed ones.
 
     With a budget (CPU interpreter) variant 0 is the file if it fits, else `scaled`; every variant fits the
-    budget unless the notes say it cannot (then no variant is larger than the smallest the problem allows).
+    budget unless a note says the problem cannot (then the perturbed ones stay within OVER_FIT_SLACK of it).
     Without one (GPU) variant 0 is the file. Each variant has been measured without error; an error from
     the file itself propagates (`Unavailable` for what the machine lacks). Deterministic for a given seed.
     """
