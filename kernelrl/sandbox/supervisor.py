@@ -322,7 +322,7 @@ class Evaluator:
         variants, notes = self.plan(problem)
         notes = list(notes)
         plan = self._plans[problem.id]
-        if plan.get("unavailable"):  # needs what this machine lacks (CUDA, a package, a GPU's memory)
+        if plan.get("unavailable"):  # needs what this machine lacks (CUDA, a package, a budget it cannot fit)
             hacks = list(static.hacks)
             status = "hack_detected" if hacks else "not_executed"
             return replace(base, status=status, hacks=hacks, error=plan["unavailable"], notes=notes)

@@ -271,16 +271,14 @@ def _parse(source: str) -> _Parsed:
     for stmt in tree.body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name == "get_inputs":
             found = [n for call in ast.walk(stmt) for n in _factory_sizes(call) if not _has_name(n)]
-            found.sort(key=lambda n: (n.lineno, n.col_offset))
-            for node in found:
-                value = _evaluate(node, {})
-                if isinstance(value, int):  # numbered in source order: get_inputs#0 is the first literal size
-                    add(
-                        f"get_inputs#{sum(k.startswith('get_inputs#') for k in slots)}",
-                        "get_inputs",
-                        node,
-                        value,
-                    )
+            found = sorted(
+                (n for n in found if isinstance(_evaluate(n, {}), int)),
+                key=lambda n: (n.lineno, n.col_offset),
+            )
+            for i, node in enumerate(
+                found
+            ):  # numbered in source order: get_inputs#0 is the first literal size
+                add(f"get_inputs#{i}", "get_inputs", node, _evaluate(node, {}))  # type: ignore[arg-type]
     return _Parsed(slots, env)
 
 
