@@ -165,16 +165,9 @@ def _count_flops(model: Any, inputs: list[Any]) -> float:
 
 
 def plan(req: dict[str, Any]) -> dict[str, Any]:
-    from kernelrl.sandbox.variants import plan_variants
+    from kernelrl.sandbox.variants import plan_request
 
-    variants, notes = plan_variants(
-        req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"]
-    )
-    return {
-        "ok": True,
-        "variants": [{"name": v.name, "overrides": v.overrides, "source": v.source} for v in variants],
-        "notes": notes,
-    }
+    return plan_request(req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"])
 
 
 def main() -> int:

@@ -211,7 +211,7 @@ class Evaluator:
         # then runs as plain Python, and everything it does must still be caught below.
         self.capability_guards = capability_guards
         self._plan_seed = secrets.randbelow(1 << 30)
-        self._plans: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+        self._plans: dict[str, dict[str, Any]] = {}  # problem id -> the reference's plan reply
         self._refs: OrderedDict[tuple, tuple[dict[str, Any], list[bytes]]] = OrderedDict()
         self._cache_size = cache_size
         self._reference: ReferenceProcess | None = None
@@ -263,8 +263,8 @@ class Evaluator:
                 raise ProblemError(
                     f"problem {problem.name}: cannot plan shape variants: {reply.get('error')}"
                 )
-            self._plans[problem.id] = (reply["variants"], reply["notes"])
-        return self._plans[problem.id]
+            self._plans[problem.id] = reply
+        return self._plans[problem.id]["variants"], self._plans[problem.id]["notes"]
 
     def _reference_data(
         self, problem: Problem, variant: dict[str, Any], seeds: list[int], timed: bool
@@ -342,6 +342,18 @@ class Evaluator:
         seeds = seeds or [secrets.randbelow(1 << 31) for _ in range(self.n_seeds)]
         variants, notes = self.plan(problem)
         notes = list(notes)
+        plan = self._plans[problem.id]
+        if plan.get("unavailable"):  # needs what this machine lacks (CUDA, a package, a budget it cannot fit)
+            hacks = list(static.hacks)
+            status = "hack_detected" if hacks else "not_executed"
+            return replace(
+                base,
+                status=status,
+                hacks=hacks,
+                hack_details=static.details,
+                error=plan["unavailable"],
+                notes=notes,
+            )
         refs: list[tuple[dict[str, Any], dict[str, Any], list[bytes]]] = []
         for vi, var in enumerate(variants):
             timed = self.device == "cuda" and vi == 0 and cand.backend != "none"
@@ -356,8 +368,14 @@ class Evaluator:
                 f"problem {problem.name}: the reference fails on every shape variant ({'; '.join(notes)})"
             )
         job, frames, layout = self._job(cand, refs)
-        run = self._run(job, frames)
-        verdict = self._decide(base, cand, static, refs, layout, job, run)
+        limits = self.limits
+        # a problem over the CPU element budget (said in the notes) gets a run budget stretched to match
+        self.limits = replace(limits, run_timeout_s=limits.run_timeout_s * plan.get("timeout_scale", 1.0))
+        try:
+            run = self._run(job, frames)
+            verdict = self._decide(base, cand, static, refs, layout, job, run)
+        finally:
+            self.limits = limits
         verdict.notes = notes
         return verdict
 
