@@ -28,8 +28,9 @@ _modules: dict[str, types.ModuleType] = {}
 def load_module(source: str, name: str = "problem") -> types.ModuleType:
     key = hashlib.sha256(source.encode()).hexdigest()
     if key not in _modules:
-        module = types.ModuleType(name)
+        module = types.ModuleType(f"{name}_{key[:12]}")
         module.__file__ = f"<{name}>"
+        sys.modules[module.__name__] = module  # dataclasses and pickling look their module up by name
         exec(compile(source, f"<{name}>", "exec"), module.__dict__)  # trusted: the user's own problem
         for attr in ("Model", "get_inputs", "get_init_inputs"):
             if not hasattr(module, attr):
