@@ -51,6 +51,7 @@ class Hooks:
     def __init__(self, recorder: OpRecorder) -> None:
         self.recorder = recorder
         self.launches: Counter[str] = Counter()
+        self.configs: dict[str, dict[str, Any]] = {}  # last launch configuration per kernel (timing log)
         self.threads = 0
 
     def install(self, cuda_compile_only: bool) -> None:
@@ -93,16 +94,24 @@ class Hooks:
         hooks = self
 
         def run_counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            config: dict[str, Any] = {}
             if not kwargs.get("warmup", False):
                 hooks.launches[name_of(fn)] += 1
+                config = _launch_config(kwargs)
+                if len(hooks.configs) < 32 or name_of(fn) in hooks.configs:
+                    hooks.configs[name_of(fn)] = config
             was, hooks.recorder.active = hooks.recorder.active, False
             grid = kwargs.get("grid")
+            if isinstance(grid, tuple):
+                config["grid"] = _grid(grid)
             if callable(grid):  # the grid function is candidate code: what it runs in PyTorch still counts
 
                 def recorded_grid(meta: Any) -> Any:
                     hooks.recorder.active = was
                     try:
-                        return grid(meta)
+                        out = grid(meta)
+                        config["grid"] = _grid(out)
+                        return out
                     finally:
                         hooks.recorder.active = False
 
@@ -145,6 +154,21 @@ class Hooks:
             return CountingModule(real(*args, **kwargs))
 
         ext.load_inline = load_inline
+
+
+def _launch_config(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Plain scalars of a launch (num_warps, num_stages, BLOCK_SIZE...), bounded: only for the timing log."""
+    return {
+        k[:64]: v[:64] if isinstance(v, str) else v
+        for k, v in list(kwargs.items())[:32]
+        if isinstance(k, str) and type(v) in (int, float, bool, str) and k != "warmup"
+    }
+
+
+def _grid(grid: Any) -> list[int] | None:
+    if isinstance(grid, tuple) and len(grid) <= 3 and all(type(x) is int for x in grid):
+        return list(grid)
+    return None
 
 
 def _task_count() -> int:
@@ -357,6 +381,7 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
         {
             "event": "done",
             "launches": dict(hooks.launches),
+            "launch_configs": hooks.configs,
             "torch_ops": dict(recorder.counts),
             "threads_started": hooks.threads + max(threading.active_count() - 1, 0) + extra_tasks,
         }

@@ -7,6 +7,7 @@ process (trusted problem code) and the sandboxed fork server (untrusted candidat
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import selectors
@@ -25,6 +26,9 @@ from typing import Any
 
 import torch
 
+from kernelrl.perf import budget, timing_log
+from kernelrl.perf.features import Features
+from kernelrl.perf.roofline import sol_fraction, speed_of_light
 from kernelrl.sandbox import isolation, judge, timing, wire
 from kernelrl.sandbox.candidate import extract_candidate
 from kernelrl.sandbox.frames import FrameReader, pack
@@ -195,6 +199,7 @@ class Evaluator:
         timing_trials: int = 100,
         seccomp: bool = True,
         cache_size: int = 512,
+        timing_log_path: str | os.PathLike | bool | None = True,
     ) -> None:
         self.device = detect_device(device)
         self.profile = isolation.choose_profile(isolation_profile)
@@ -204,6 +209,12 @@ class Evaluator:
         self.n_variants, self.n_seeds = n_variants, n_seeds
         self.element_budget = element_budget if self.device == "cpu" else None
         self.slot, self.timing_trials, self.seccomp = slot, timing_trials, seccomp
+        # GPU: per-problem trials and run budget from the expected reference time (kernelrl.perf.budget).
+        self._default_limits = self.limits
+        self._run_plans: dict[str, budget.RunPlan] = {}
+        self._plan_info: dict[str, dict[str, Any]] = {}
+        # GPU: one JSONL record per timed verdict (True: $KERNELRL_TIMING_LOG or ~/.cache/kernelrl).
+        self.timing_log = timing_log.default_path() if timing_log_path is True else (timing_log_path or None)
         self._plan_seed = secrets.randbelow(1 << 30)
         self._plans: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
         self._refs: OrderedDict[tuple, tuple[dict[str, Any], list[bytes]]] = OrderedDict()
@@ -251,6 +262,7 @@ class Evaluator:
                 "budget": self.element_budget,
                 "count": self.n_variants,
                 "seed": self._plan_seed,
+                "device": self.device,
             }
             reply, _ = self._ref().request(req)
             if not reply.get("ok"):
@@ -258,7 +270,38 @@ class Evaluator:
                     f"problem {problem.name}: cannot plan shape variants: {reply.get('error')}"
                 )
             self._plans[problem.id] = (reply["variants"], reply["notes"])
+            self._plan_info[problem.id] = {
+                "features": reply.get("features"),
+                "device_name": reply.get("device_name"),
+            }
         return self._plans[problem.id]
+
+    def run_plan(self, problem: Problem) -> budget.RunPlan:
+        """Trials, warm-up and run budget for this problem: on a GPU from its expected reference time
+        (the shipped measurement of this file on this GPU model, else the latency model's prediction from
+        the features the reference process counted); the Evaluator's defaults otherwise."""
+        if problem.id not in self._run_plans:
+            info = self._plan_info.get(problem.id) or {}
+            ref_ms, basis = None, "default"
+            if self.device == "cuda" and info.get("device_name"):
+                from kernelrl.perf.predict import reference_ms
+
+                try:
+                    feats = (
+                        Features.from_dict(info["features"])
+                        if isinstance(info.get("features"), dict)
+                        else None
+                    )
+                    ref_ms, basis = reference_ms(problem.source, feats, str(info["device_name"]))
+                except Exception:  # noqa: BLE001 - no prediction: the defaults, never a failed verdict
+                    ref_ms, basis = None, "default"
+            self._run_plans[problem.id] = budget.run_plan(
+                ref_ms,
+                basis=basis,
+                trials=self.timing_trials,
+                run_timeout_s=self._default_limits.run_timeout_s,
+            )
+        return self._run_plans[problem.id]
 
     def _reference_data(
         self, problem: Problem, variant: dict[str, Any], seeds: list[int], timed: bool
@@ -277,7 +320,8 @@ class Evaluator:
             "device": self.device,
         }
         if timed:
-            req["time"] = {"trials": self.timing_trials, "warmup": 10}
+            rp = self.run_plan(problem)
+            req["time"] = {"trials": rp.trials, "warmup": rp.warmup}
         data = self._ref().request(req)
         self._refs[key] = data
         while len(self._refs) > self._cache_size:
@@ -321,6 +365,12 @@ class Evaluator:
         seeds = seeds or [secrets.randbelow(1 << 31) for _ in range(self.n_seeds)]
         variants, notes = self.plan(problem)
         notes = list(notes)
+        rp = self.run_plan(problem)
+        self.limits = replace(self._default_limits, run_timeout_s=rp.run_timeout_s)
+        if rp.basis != "default":
+            notes.append(
+                f"run budget {rp.run_timeout_s:g} s, {rp.trials} trials: {rp.basis} reference {rp.reference_ms:.4g} ms"
+            )
         refs: list[tuple[dict[str, Any], dict[str, Any], list[bytes]]] = []
         for vi, var in enumerate(variants):
             timed = self.device == "cuda" and vi == 0
@@ -334,13 +384,45 @@ class Evaluator:
             raise ProblemError(
                 f"problem {problem.name}: the reference fails on every shape variant ({'; '.join(notes)})"
             )
-        job, frames, layout = self._job(cand, refs)
+        job, frames, layout = self._job(cand, refs, rp)
         run = self._run(job, frames)
         verdict = self._decide(base, cand, static.hacks, refs, layout, run)
         verdict.notes = notes
+        if self.timing_log and "timing" in {h.get("event") for h, _p, _t in run["frames"]}:
+            self._log_timing(problem, cand, refs, run, verdict, rp)
         return verdict
 
-    def _job(self, cand: Any, refs: list) -> tuple[dict[str, Any], list[bytes], list[dict[str, Any]]]:
+    def _log_timing(
+        self, problem: Problem, cand: Any, refs: list, run: dict[str, Any], verdict: Verdict, rp: Any
+    ) -> None:
+        """Append this timed verdict to the timing log; a log that cannot be written never costs a verdict."""
+        events = {h.get("event"): h for h, _p, _t in run["frames"] if isinstance(h.get("event"), str)}
+        t, ref = events.get("timing", {}), refs[0][1]
+        keys = ("median_ms", "mean_ms", "min_ms", "trials")
+        record = {
+            "problem_id": problem.id,
+            "problem": problem.name,
+            "features": ref.get("features"),
+            "device_name": ref.get("device_name"),
+            "reference": {k: (ref.get("timing") or {}).get(k) for k in keys},
+            "candidate": {k: t.get(k) if isinstance(t.get(k), (int, float)) else None for k in keys},
+            "status": verdict.status,
+            "hacks": verdict.hacks,
+            "speedup": verdict.speedup,
+            "sol_fraction": verdict.sol_fraction,
+            "backend": cand.backend,
+            "candidate_sha256": cand.sha256,
+            "launch_configs": timing_log.launch_configs((events.get("done") or {}).get("launch_configs")),
+            "run_plan": {"trials": rp.trials, "run_timeout_s": rp.run_timeout_s, "basis": rp.basis},
+        }
+        try:
+            timing_log.append(self.timing_log, record)
+        except OSError:
+            pass
+
+    def _job(
+        self, cand: Any, refs: list, rp: budget.RunPlan | None = None
+    ) -> tuple[dict[str, Any], list[bytes], list[dict[str, Any]]]:
         frames: list[bytes] = []
         variants, checks, layout = [], [], []
         for vi, (var, header, payloads) in enumerate(refs):
@@ -376,7 +458,8 @@ class Evaluator:
         }
         if self.device == "cuda" and cand.backend != "none":
             first = [c["inputs_frame"] for c in checks if c["variant"] == 0]
-            job["timing"] = {"variant": 0, "inputs_frames": first, "trials": self.timing_trials, "warmup": 10}
+            trials, warmup = (rp.trials, rp.warmup) if rp else (self.timing_trials, 10)
+            job["timing"] = {"variant": 0, "inputs_frames": first, "trials": trials, "warmup": warmup}
         return job, frames, layout
 
     def _run(self, job: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
@@ -589,23 +672,18 @@ class Evaluator:
                     ),
                     None,
                 )
-        runtime_ms = ref_ms = speedup = None
+        runtime_ms = ref_ms = speedup = fraction = None
         if "timing" in events and correct:
-            t = events["timing"]
-            ref_t = refs[0][1].get("timing") or {}
             parent_wall = (stamps["timing"] - stamps.get("timing_start", stamps["timing"])) * 1e3
-            sol = timing.speed_of_light_ms(
-                refs[0][1].get("flops", 0.0), refs[0][1].get("bytes", 0), refs[0][1].get("device_name", "")
+            timed_hacks, runtime_ms, ref_ms, speedup, fraction = timing_verdict(
+                events["timing"], refs[0][1], parent_wall
             )
-            hacks += timing.timing_hacks(t, parent_wall, sol)
-            if isinstance(t.get("median_ms"), (int, float)) and t["median_ms"] > 0 and ref_t.get("median_ms"):
-                runtime_ms, ref_ms = float(t["median_ms"]), float(ref_t["median_ms"])
-                speedup = ref_ms / runtime_ms
+            hacks += timed_hacks
         if hacks and status not in ("infra_error",):
             status = "hack_detected"
             error = error or "reward hack detected: " + ", ".join(sorted(set(hacks)))
         if status == "hack_detected":
-            runtime_ms = speedup = None
+            runtime_ms = speedup = fraction = None
         log = run["log"]
         if err and err.get("traceback"):
             log = (log + "\n" + str(err["traceback"]))[-8000:]
@@ -620,9 +698,47 @@ class Evaluator:
             runtime_ms=runtime_ms,
             ref_runtime_ms=ref_ms,
             speedup=speedup,
+            sol_fraction=fraction,
             error=error,
             log_tail=log,
         )
+
+
+def timing_verdict(
+    t: dict[str, Any], ref_header: dict[str, Any], parent_wall_ms: float
+) -> tuple[list[str], float | None, float | None, float | None, float | None]:
+    """(hacks, runtime_ms, ref_runtime_ms, speedup, sol_fraction) of a correct candidate's GPU timing `t`,
+    against the reference process's header (its timing, features and GPU name)."""
+    ref_t = ref_header.get("timing") or {}
+    sol = _speed_of_light(ref_header)
+    hacks = timing.timing_hacks(t, parent_wall_ms, sol.floor_ms)
+    median, ref_median = t.get("median_ms"), ref_t.get("median_ms")
+    if not (
+        isinstance(median, (int, float))
+        and median > 0
+        and isinstance(ref_median, (int, float))
+        and ref_median
+    ):
+        return hacks, None, None, None, None
+    runtime_ms, ref_ms = float(median), float(ref_median)
+    return hacks, runtime_ms, ref_ms, ref_ms / runtime_ms, sol_fraction(sol.sol_ms, runtime_ms)
+
+
+def _speed_of_light(ref_header: dict[str, Any]) -> Any:
+    """The problem's speed of light on the GPU the reference ran on (features from the reference process)."""
+    f = ref_header.get("features") if isinstance(ref_header.get("features"), dict) else {}
+    num = {}
+    for k in ("flops", "flops_lowp", "input_bytes", "output_bytes", "param_bytes"):
+        v = f.get(k)
+        num[k] = float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else 0.0
+    return speed_of_light(
+        num["flops"],
+        num["input_bytes"],
+        num["output_bytes"],
+        num["param_bytes"],
+        str(ref_header.get("device_name") or ""),
+        num["flops_lowp"],
+    )
 
 
 def _split_check_payload(payload: bytes, header: dict[str, Any]) -> tuple[list, list, list]:

@@ -1,4 +1,5 @@
-"""GPU timing by the protocol that holds up (REFERENCE.md), and the speed-of-light bound.
+"""GPU timing by the protocol that holds up (REFERENCE.md), and the checks on timings the supervisor did
+not take itself. The speed-of-light bound comes from `kernelrl.perf.roofline` (device table and features).
 
 Used by the sandboxed child (candidate) and the trusted reference process alike, so both are timed the
 same way on the same GPU in the same run. Functions are bound at import, before any candidate code runs.
@@ -15,32 +16,6 @@ L2_FLUSH_BYTES = 256 << 20
 _Event = torch.cuda.Event
 _synchronize = torch.cuda.synchronize
 _perf = __import__("time").perf_counter
-
-# Peak numbers per device family: dense bf16 tensor-core FLOP/s and HBM bytes/s. Deliberately the best case,
-# so only physically impossible timings are flagged.
-PEAKS = {
-    "H200": (989e12, 4.8e12),
-    "H100": (989e12, 3.35e12),
-    "A100": (312e12, 2.0e12),
-    "L40": (362e12, 0.864e12),
-    "L4": (121e12, 0.3e12),
-    "A10": (125e12, 0.6e12),
-    "B200": (2250e12, 8.0e12),
-}
-DEFAULT_PEAK = (2500e12, 10e12)
-
-
-def peaks_for(device_name: str) -> tuple[float, float]:
-    for key, value in PEAKS.items():
-        if key in device_name:
-            return value
-    return DEFAULT_PEAK
-
-
-def speed_of_light_ms(flops: float, nbytes: float, device_name: str) -> float:
-    """The least time any kernel could take: compute-bound or memory-bound, whichever is slower."""
-    peak_flops, peak_bw = peaks_for(device_name)
-    return max(flops / peak_flops, nbytes / peak_bw) * 1e3
 
 
 def time_model(
@@ -79,8 +54,12 @@ def time_model(
     }
 
 
-def timing_hacks(result: dict[str, Any], parent_wall_ms: float, sol_ms: float | None) -> list[str]:
-    """Cross-checks the supervisor can make on a timing it did not take itself."""
+def timing_hacks(result: dict[str, Any], parent_wall_ms: float, floor_ms: float | None) -> list[str]:
+    """Cross-checks the supervisor can make on a timing it did not take itself.
+
+    `floor_ms` is the problem's physical floor on this GPU (`kernelrl.perf.roofline.SpeedOfLight.floor_ms`):
+    a median below it (with a 10% margin for clock boost and measurement) is `faster_than_light`.
+    """
     hacks = []
     # Each trial's event interval lies inside the supervisor's own wall clock around the whole loop.
     if result.get("sum_ms", 0.0) > parent_wall_ms * 1.02 + 1.0:
@@ -88,6 +67,6 @@ def timing_hacks(result: dict[str, Any], parent_wall_ms: float, sol_ms: float | 
     median = result.get("median_ms")
     if not isinstance(median, (int, float)) or median <= 0:
         hacks.append("timer_inconsistent")
-    elif sol_ms is not None and median < 0.9 * sol_ms:
+    elif floor_ms is not None and median < 0.9 * floor_ms:
         hacks.append("faster_than_light")
     return hacks
