@@ -23,7 +23,7 @@ MIN_WARMUP = 2
 JIT_ALLOWANCE_S = 30.0  # Triton compiles and autotunes on the first calls, in the run phase
 SLOWDOWN = 10.0  # a candidate this much slower than the reference still gets its verdict
 MIN_RUN_TIMEOUT_S = 15.0
-MAX_RUN_TIMEOUT_S = 900.0
+MAX_RUN_TIMEOUT_S = 300.0  # with the 180 s compile budget, under the candidate's 600 s RLIMIT_CPU
 
 
 @dataclass(frozen=True)
