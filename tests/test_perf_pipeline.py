@@ -242,3 +242,11 @@ def test_sol_fraction_in_eval_metrics_and_report():
     report = render_report(summary, [], {})
     assert "| model | correct timed samples | geomean speedup | SOL fraction (geomean) |" in report
     assert "| `m` | 2 | 1.41× | 40.0% |" in report
+
+
+def test_check_summary_shows_the_speed_of_light_fraction():
+    from kernelrl.sandbox.cli import summary
+
+    timed = Verdict("ok", runtime_ms=0.5, ref_runtime_ms=1.0, speedup=2.0, sol_fraction=0.42, device="cuda")
+    assert "2.00x  (42% of the speed of light)" in summary(timed)
+    assert "speed of light" not in summary(Verdict("ok", device="cpu"))
