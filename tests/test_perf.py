@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
-import resource
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kernelrl.cli import main as kernelrl_main
 from kernelrl.perf import data, devices
-from kernelrl.perf.features import Features, looks_like_problem, problem_features, profile, rnn_flops
+from kernelrl.perf.features import (
+    Features,
+    features_of_files,
+    looks_like_problem,
+    problem_features,
+    profile,
+    rnn_flops,
+)
 from kernelrl.perf.roofline import sol_fraction, speed_of_light
 from kernelrl.sandbox import timing
 
@@ -119,10 +128,22 @@ def get_init_inputs():
 # ---------------------------------------------------------------- static features
 
 
-def test_huge_problem_is_counted_on_meta_without_allocating_it():
-    """A 6.4 GB input (and as much output) is counted from shapes only: the process never holds it."""
-    f = problem_features(RELU_HUGE)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 << 20  # KiB: peak RSS stayed under 4 GiB
+def test_huge_problem_is_counted_on_meta_without_allocating_it(tmp_path):
+    """A 6.4 GB input (and as much output) is counted from shapes only: a fresh process never holds it."""
+    code = (
+        "import json, resource, sys\n"
+        "from kernelrl.perf.features import problem_features\n"
+        "f = problem_features(open(sys.argv[1]).read())\n"
+        "print(json.dumps({'rss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, **f.to_dict()}))\n"
+    )
+    path = tmp_path / "relu.py"
+    path.write_text(RELU_HUGE)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=600
+    )
+    row = json.loads(proc.stdout.splitlines()[-1])
+    assert row["rss_kib"] < 3 << 20, row["rss_kib"]  # peak RSS of the whole process under 3 GiB
+    f = Features.from_dict(row)
     n = 4096 * 393216 * 4
     assert f.method == "meta" and f.input_bytes == n and f.output_bytes == n and f.param_bytes == 0
     assert f.unfused_bytes == 2 * n and f.n_ops == 1 and f.flops == 0.0
@@ -181,11 +202,17 @@ def test_recurrent_layers_count_once_on_meta():
     assert f.output_bytes == (10 * 256 + 100 * 4 * 64) * 4
 
 
-def test_fallbacks_fake_tensors_and_cpu_init():
-    f = problem_features(CUDA_IN_FORWARD)  # explicit device="cuda": meta cannot, fake tensors can
+def test_fallbacks_fake_tensors_and_cpu_init_in_the_worker(tmp_path):
+    """Counted the way user files are: in a worker subprocess (`python -m kernelrl.perf.features`)."""
+    paths = [tmp_path / "cuda.py", tmp_path / "item.py", tmp_path / "broken.py"]
+    for path, src in zip(paths, (CUDA_IN_FORWARD, ITEM_IN_INIT, "def get_inputs(): 1/0\n"), strict=True):
+        path.write_text(src)
+    rows = features_of_files(paths)
+    f = Features.from_dict(rows[str(paths[0])])  # explicit device="cuda": meta cannot, fake tensors can
     assert f.method == "fake" and f.flops == 2 * 1024 * 512 * 1024
-    g = problem_features(ITEM_IN_INIT)  # .item() in __init__: built on the CPU, run on meta
+    g = Features.from_dict(rows[str(paths[1])])  # .item() in __init__: built on the CPU, run on meta
     assert g.method == "cpu-init" and g.flops == 3 * 2 * 32 * 64 * 64
+    assert rows[str(paths[2])]["ok"] is False and "no Model" in rows[str(paths[2])]["error"]
     with pytest.raises(ValueError, match="defines no get_inputs"):
         problem_features("import torch\nclass Model: pass\ndef get_init_inputs(): return []\n")
     assert looks_like_problem(RELU_HUGE) and not looks_like_problem("class ModelNew: pass")

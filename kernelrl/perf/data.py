@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 from collections import defaultdict
 from functools import lru_cache
@@ -186,7 +185,3 @@ def load_measured(path: str | Path, suite: str) -> dict[str, float]:
                 raise ValueError(f"{path}:{line}: {key} measured twice")
             out[key] = ms
     return out
-
-
-def dump_json(obj: object) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

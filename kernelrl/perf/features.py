@@ -176,12 +176,8 @@ def flop_registry() -> dict[Any, Callable[..., int]]:
 def rnn_flops(module: torch.nn.RNNBase, x: torch.Tensor) -> int:
     """Multiply-accumulate FLOPs of one call of a recurrent layer on input `x` (packed input: its data)."""
     data = x.data if hasattr(x, "batch_sizes") else x
-    if data.dim() == 2 and hasattr(x, "batch_sizes"):
-        steps_x_batch = data.shape[0]
-    elif data.dim() == 2:
-        steps_x_batch = data.shape[0]
-    else:
-        steps_x_batch = data.shape[0] * data.shape[1]
+    # Packed (total steps, features), unbatched (steps, features) or batched (2 leading dims).
+    steps_x_batch = data.shape[0] if data.dim() == 2 else data.shape[0] * data.shape[1]
     gates = _RNN_GATES.get(module.mode, 1)
     hidden = module.hidden_size
     out = module.proj_size or hidden
@@ -392,6 +388,11 @@ def looks_like_problem(source: str) -> bool:
 
 def load_source(source: str, name: str = "problem") -> types.ModuleType:
     """Execute a problem file's source into a fresh module. Runs problem code: call it in a worker process."""
+    import hashlib
+
+    name = (
+        f"_kernelrl_{name}_{hashlib.sha256(source.encode()).hexdigest()[:12]}"  # never a real module's name
+    )
     module = types.ModuleType(name)
     module.__file__ = f"<{name}>"
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
