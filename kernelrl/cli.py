@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from kernelrl.data_pipeline import curate as curate_cli
+from kernelrl.perf import cli as perf_cli
 from kernelrl.rewards import server
 from kernelrl.sandbox import cli as check_cli
 from kernelrl.sandbox import variants_cli
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     curate_cli.add_parser(sub)
     demo_cli.add_parser(sub)
     variants_cli.add_parser(sub)
+    perf_cli.add_parser(sub)
     return parser
 
 

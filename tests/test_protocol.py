@@ -20,6 +20,7 @@ KEY = bytes(range(32))
 DONE = {
     "event": "done",
     "launches": {"k": 2},
+    "launch_configs": {},
     "torch_ops": {"empty_like": 2},
     "timing_ops": {},
     "threads_started": 0,

@@ -89,7 +89,7 @@ def test_timing_hacks_bounds():
         "timer_inconsistent"
     ]
     assert "faster_than_light" in timing.timing_hacks(
-        honest(), wall, sol_ms=5.0, input_bytes=0, backend="triton"
+        honest(), wall, floor_ms=5.0, input_bytes=0, backend="triton"
     )
 
 
@@ -140,15 +140,17 @@ def test_supervisor_checks_the_captured_timed_outputs():
     ev = Evaluator(device="cuda")  # nothing starts until it evaluates; only the decision is used here
     sets = [torch.randn(64) for _ in range(3)]
     job = {"timing": {"capture": [3, 7]}, "timing_outputs": [wire.encode([torch.relu(s)]) for s in sets]}
-    ref = {"timing": {"median_ms": 4.0}, "flops": 0.0, "bytes": 0, "device_name": "H100"}
+    ref = {"timing": {"median_ms": 4.0}, "features": None, "device_name": "NVIDIA H100 80GB HBM3"}
     wall = 95 * 2.0 + 100 * 0.5
     good = [torch.relu(sets[0]), torch.relu(sets[1])]
-    hacks, ms, ref_ms = ev._judge_timing(transcript(honest(), good, [3, 7], wall), ref, job, "triton", True)
-    assert hacks == [] and ms == 2.0 and ref_ms == 4.0
+    hacks, ms, ref_ms, speedup, _ = ev._judge_timing(
+        transcript(honest(), good, [3, 7], wall), ref, job, "triton", True
+    )
+    assert hacks == [] and ms == 2.0 and ref_ms == 4.0 and speedup == 2.0
     lazy = [torch.relu(sets[0]), torch.zeros(64)]  # did less work once timing started
-    hacks, _, _ = ev._judge_timing(transcript(honest(), lazy, [3, 7], wall), ref, job, "triton", True)
+    hacks, *_ = ev._judge_timing(transcript(honest(), lazy, [3, 7], wall), ref, job, "triton", True)
     assert [h for h, _ in hacks] == ["timing_mismatch"]
-    hacks, _, _ = ev._judge_timing(transcript(honest(), good, [1, 2], wall), ref, job, "triton", True)
+    hacks, *_ = ev._judge_timing(transcript(honest(), good, [1, 2], wall), ref, job, "triton", True)
     assert "timer_inconsistent" in [h for h, _ in hacks]  # the child chose its own trials to be checked
 
 

@@ -138,7 +138,7 @@ def test_fallback_rules():
 
 
 def _done(**kw):
-    base = {"launches": {"k": 1}, "torch_ops": {}, "timing_ops": {}, "threads_started": 0, "scalar_reads": 0,
+    base = {"launches": {"k": 1}, "launch_configs": {}, "torch_ops": {}, "timing_ops": {}, "threads_started": 0, "scalar_reads": 0,
             "violations": [], "integrity": []}  # fmt: skip
     return {**base, **kw}
 

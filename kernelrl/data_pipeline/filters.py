@@ -4,8 +4,11 @@ A problem is rejected when its reference fails or times out, gives non-finite ou
 (the same inputs twice differ), when its outputs are near zero or near constant (a kernel returning zeros or
 the mean would pass the checker's tolerances), insensitive to the inputs (two input draws give the same
 output) or to the initialisation (two init seeds, when the parameters differ), equal to an input (ReLU on
-`torch.rand`), or when its runtime is outside a window. Degeneracy is judged with the sandbox's own
-tolerances (`kernelrl.sandbox.judge.compare`), so "passes the checker" means exactly that.
+`torch.rand`), or when its runtime is outside a window: the probe's own time, or with `target_gpu` the
+problem's eager time on that GPU as `kernelrl.perf` expects it (the shipped measurement of a KernelBench
+file, else the latency model's prediction from the features the worker counted), without running it
+there. Degeneracy is judged with the sandbox's own tolerances (`kernelrl.sandbox.judge.compare`), so
+"passes the checker" means exactly that.
 
 The reference is user-provided PyTorch (trusted, not candidate code), but it still runs in a worker
 subprocess with a timeout and (on CPU) a memory limit, never in the curation process: one problem's hang or
@@ -60,6 +63,7 @@ class FilterConfig(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)  # per problem, worker start-up excluded
     memory_mb: int = Field(default=8192, ge=256)  # CPU only: never set RLIMIT_AS where CUDA initialises
     runtime_ms: tuple[float, float] = (0.0, 30_000.0)  # [min, max] median forward time on the probed shapes
+    target_gpu: str | None = None  # judge runtime_ms on this GPU's expected time (kernelrl perf devices)
     trials: int = Field(default=3, ge=1)
     skip: list[str] = Field(default_factory=list)
 
@@ -72,6 +76,10 @@ class FilterConfig(BaseModel):
         lo, hi = self.runtime_ms
         if not 0 <= lo <= hi:
             raise ValueError(f"runtime_ms must be [min, max] with 0 <= min <= max, got {[lo, hi]}")
+        if self.target_gpu is not None:
+            from kernelrl.perf.devices import get_device
+
+            get_device(self.target_gpu)  # an unknown GPU is a config error that lists the known ones
 
 
 @dataclass
@@ -176,7 +184,14 @@ def _probe(source: str, opts: dict[str, Any]) -> dict[str, Any]:
         detail.append("the output equals an input")
     median = sorted(times[1:])[len(times[1:]) // 2]
     lo, hi = opts["runtime_ms"]
-    if not lo <= median <= hi:
+    if opts.get("features"):  # the window is judged on the target GPU by the parent (kernelrl.perf)
+        from kernelrl.perf.features import problem_features
+
+        try:
+            stats["features"] = problem_features(source).to_dict()  # the file's own shapes, on meta
+        except Exception as e:  # noqa: BLE001 - no features: the parent says the time is unknown
+            stats["features_error"] = f"{type(e).__name__}: {e}"[:300]
+    elif not lo <= median <= hi:
         reasons.append("runtime_out_of_window")
         detail.append(f"median forward {median:.3g} ms outside [{lo}, {hi}] ms")
     stats.update(
@@ -342,6 +357,7 @@ class ProblemFilter:
             "element_budget": c.element_budget,
             "runtime_ms": list(c.runtime_ms),
             "trials": c.trials,
+            "features": c.target_gpu is not None,
         }
         worker = self._worker()
         try:
@@ -354,15 +370,36 @@ class ProblemFilter:
             worker.close()
             reply = {"reasons": ["reference_failed"], "detail": f"the reference process died (exit {code})"}
         reasons = [r for r in reply["reasons"] if r in REASONS]
+        detail, stats = reply.get("detail", ""), reply.get("stats", {})
+        if c.target_gpu is not None and "reference_failed" not in reasons:
+            window = self._target_window(source, stats)
+            if window:
+                reasons.append("runtime_out_of_window")
+            detail = "; ".join(d for d in (detail, window or stats.get("target_note", "")) if d)
+        reasons = [r for r in REASONS if r in reasons]
         rejecting = [r for r in reasons if r not in c.skip]
-        return FilterResult(
-            task_id,
-            name,
-            rejecting[0] if rejecting else None,
-            reasons,
-            reply.get("detail", ""),
-            reply.get("stats", {}),
+        return FilterResult(task_id, name, rejecting[0] if rejecting else None, reasons, detail, stats)
+
+    def _target_window(self, source: str, stats: dict[str, Any]) -> str | None:
+        """Why the problem's expected time on `target_gpu` is outside the window (None: inside, or unknown)."""
+        from kernelrl.perf.features import Features
+        from kernelrl.perf.predict import reference_ms
+
+        c = self.config
+        feats = Features.from_dict(stats["features"]) if isinstance(stats.get("features"), dict) else None
+        ms, basis = reference_ms(source, feats, c.target_gpu or "")
+        stats.update(
+            target_gpu=c.target_gpu, target_ms=None if ms is None else round(ms, 6), target_basis=basis
         )
+        lo, hi = c.runtime_ms
+        if ms is None:
+            stats["target_note"] = (
+                f"runtime on {c.target_gpu} unknown ({stats.get('features_error', 'no features')}): kept"
+            )
+            return None
+        if not lo <= ms <= hi:
+            return f"{basis} eager time on {c.target_gpu} {ms:.3g} ms outside [{lo}, {hi}] ms"
+        return None
 
     def run(self, tasks: Iterable[Any]) -> Iterator[FilterResult]:
         """Results for tasks (anything with id, name, source), in completion order."""

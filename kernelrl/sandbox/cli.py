@@ -20,8 +20,9 @@ def summary(v: Verdict) -> str:
     lines.append(f"backend    {v.backend}   compiled={v.compiled} executed={v.executed} correct={v.correct}")
     lines.append(f"device     {v.device}   isolation={v.isolation}")
     if v.speedup is not None:
+        sol = f"  ({v.sol_fraction:.0%} of the speed of light)" if v.sol_fraction is not None else ""
         lines.append(
-            f"speed      {v.runtime_ms:.4f} ms vs reference {v.ref_runtime_ms:.4f} ms  ->  {v.speedup:.2f}x"
+            f"speed      {v.runtime_ms:.4f} ms vs reference {v.ref_runtime_ms:.4f} ms  ->  {v.speedup:.2f}x{sol}"
         )
     else:
         lines.append("speed      not measured" + (" (CPU: Triton interpreter)" if v.device == "cpu" else ""))

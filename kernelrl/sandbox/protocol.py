@@ -134,6 +134,7 @@ FIELDS: dict[str, dict[str, Any]] = {
     },
     "done": {
         "launches": _DICT,
+        "launch_configs": _DICT,
         "torch_ops": _DICT,
         "timing_ops": _DICT,
         "threads_started": _INT,

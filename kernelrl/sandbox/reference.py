@@ -1,8 +1,9 @@
 """The trusted reference process: runs the problem's own PyTorch code, never candidate code.
 
 It builds inputs from secret seeds, computes reference outputs, records which aten ops the reference uses
-(so fallbacks can be recognised), counts FLOPs and bytes for the speed-of-light bound, and times the
-reference on the GPU. It lives in its own process so that nothing a candidate does can touch the
+(so fallbacks can be recognised), counts FLOPs and bytes for the speed-of-light bound (with
+`kernelrl.perf.features`, the one implementation the latency model uses too), and times the reference on
+the GPU. It lives in its own process so that nothing a candidate does can touch the
 reference's memory, RNG or allocator, and so the supervisor never runs problem code itself.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from kernelrl.perf.features import problem_features, profile
 from kernelrl.sandbox import timing, wire
 from kernelrl.sandbox.frames import FrameReader, write_frame
 from kernelrl.sandbox.ops import OpRecorder, all_pointwise
@@ -68,10 +70,6 @@ def _outputs(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def _nbytes(values: list[Any]) -> int:
-    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
-
-
 def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
     """Inputs and reference outputs for one shape variant under several seeds (and fresh timing seeds).
 
@@ -87,7 +85,7 @@ def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         model = module.Model(*init).to(device)
     recorder.phase = None
     payloads = [wire.encode(init)]
-    checks, ref_ops, flops, nbytes = [], None, 0.0, 0
+    checks, ref_ops, feats = [], None, None
     for seed, distribution in zip(req["seeds"], req["distributions"], strict=True):
         inputs, outs, dist, note = _inputs_and_outputs(module, model, seed, distribution, device)
         if ref_ops is None:
@@ -96,8 +94,7 @@ def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
                 model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs])
             recorder.phase = None
             ref_ops = dict(recorder.counts["forward"])
-            flops = _count_flops(model, inputs)
-            nbytes = _nbytes(inputs) + _nbytes(outs)
+            feats = _profile(model, inputs)
         checks.append({"seed": seed, "distribution": dist, "note": note})
         payloads += [wire.encode(inputs), wire.encode(outs)]
     header: dict[str, Any] = {
@@ -106,8 +103,7 @@ def prepare(req: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         "ref_ops": ref_ops or {},
         "ref_init_ops": dict(recorder.counts["init"]),
         "pointwise": all_pointwise(ref_ops or {}, recorder.pointwise),
-        "flops": flops,
-        "bytes": nbytes,
+        "features": feats,
     }
     if req.get("time"):
         sets = []
@@ -154,21 +150,24 @@ def _outputs_file(module: types.ModuleType, model: Any, seed: int, device: str) 
         return _outputs(model(*inputs))
 
 
-def _count_flops(model: Any, inputs: list[Any]) -> float:
+def _profile(model: Any, inputs: list[Any]) -> dict[str, Any] | None:
     try:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*[v.clone() if isinstance(v, torch.Tensor) else v for v in inputs])
-        return float(counter.get_total_flops())
-    except Exception:  # noqa: BLE001 - an op without a FLOP formula just means no compute bound
-        return 0.0
+        return profile(model, [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]).to_dict()
+    except Exception:  # noqa: BLE001 - an op the profiler cannot follow just means no speed-of-light bound
+        return None
 
 
 def plan(req: dict[str, Any]) -> dict[str, Any]:
     from kernelrl.sandbox.variants import plan_request
 
-    return plan_request(req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"])
+    reply = plan_request(req["source"], element_budget=req["budget"], count=req["count"], seed=req["seed"])
+    if req.get("device") == "cuda":  # what the GPU run budget is planned from: the file's shapes, on meta
+        try:
+            reply["features"] = problem_features(req["source"]).to_dict()
+        except Exception:  # noqa: BLE001 - no features: the default budget
+            reply["features"] = None
+        reply["device_name"] = torch.cuda.get_device_name()
+    return reply
 
 
 def main() -> int:

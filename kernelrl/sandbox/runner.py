@@ -93,6 +93,7 @@ class Hooks:
         self.violations = violations
         self.launches: Counter[str] = Counter()
         self.launches_by_phase: Counter[str] = Counter()
+        self.configs: dict[str, dict[str, Any]] = {}  # last launch configuration per kernel (timing log)
         self.threads = 0
         self.tasks_at_start = 0
         self.real_load_inline: Callable[..., Any] | None = None
@@ -155,8 +156,11 @@ class Hooks:
                 hooks.violations.append(message)
                 raise ForbiddenAccess(message)
             if not kwargs.get("warmup", False):
-                hooks.launches[getattr(getattr(fn, "fn", None), "__name__", "kernel")] += 1
+                name = getattr(getattr(fn, "fn", None), "__name__", "kernel")
+                hooks.launches[name] += 1
                 hooks.launches_by_phase[hooks.recorder.phase or "other"] += 1
+                if len(hooks.configs) < 32 or name in hooks.configs:  # bounded: only for the timing log
+                    hooks.configs[name] = {**_launch_config(kwargs), "grid": _grid(grid)}
             return run(fn, *args, **kwargs)  # the recorder stays on: what a launch runs in PyTorch counts
 
         return run_counted
@@ -217,6 +221,21 @@ def _autotune_without_timing() -> None:
     except ImportError:
         return
     Autotuner.do_bench = property(lambda self: lambda kernel_call, quantiles: [0.0] * len(quantiles))
+
+
+def _launch_config(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Plain scalars of a launch (num_warps, num_stages, BLOCK_SIZE...), bounded: only for the timing log."""
+    return {
+        k[:64]: v[:64] if isinstance(v, str) else v
+        for k, v in list(kwargs.items())[:32]
+        if isinstance(k, str) and type(v) in (int, float, bool, str) and k != "warmup"
+    }
+
+
+def _grid(grid: Any) -> list[int] | None:
+    if isinstance(grid, tuple) and len(grid) <= 3 and all(type(x) is int for x in grid):
+        return list(grid)
+    return None
 
 
 def _task_count() -> int:
@@ -522,6 +541,7 @@ def main(in_fd: int, out_fd: int, seccomp: bool) -> int:
             {
                 "event": "done",
                 "launches": dict(hooks.launches),
+                "launch_configs": hooks.configs,
                 "torch_ops": dict(recorder.counts["forward"]),
                 "timing_ops": dict(recorder.counts["timing"]),
                 "threads_started": hooks.threads + max(threading.active_count() - 1, 0) + extra_tasks,

@@ -7,6 +7,7 @@ process (trusted problem code) and the sandboxed fork server (untrusted candidat
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import secrets
@@ -26,6 +27,9 @@ from typing import Any
 
 import torch
 
+from kernelrl.perf import budget, timing_log
+from kernelrl.perf.features import Features
+from kernelrl.perf.roofline import sol_fraction, speed_of_light
 from kernelrl.sandbox import isolation, judge, protocol, timing, wire
 from kernelrl.sandbox.candidate import extract_candidate
 from kernelrl.sandbox.capabilities import check_source
@@ -198,6 +202,7 @@ class Evaluator:
         seccomp: bool = True,
         cache_size: int = 512,
         capability_guards: bool = True,
+        timing_log_path: str | os.PathLike | bool | None = True,
     ) -> None:
         self.device = detect_device(device)
         self.profile = isolation.choose_profile(isolation_profile)
@@ -210,6 +215,11 @@ class Evaluator:
         # False only in tests of the layers beneath the guards (channel, recorder, isolation): candidate code
         # then runs as plain Python, and everything it does must still be caught below.
         self.capability_guards = capability_guards
+        # GPU: per-problem trials and run budget from the expected reference time (kernelrl.perf.budget).
+        self._default_limits = self.limits
+        self._run_plans: dict[str, budget.RunPlan] = {}
+        # GPU: one JSONL record per timed verdict (True: $KERNELRL_TIMING_LOG or ~/.cache/kernelrl).
+        self.timing_log = timing_log.default_path() if timing_log_path is True else (timing_log_path or None)
         self._plan_seed = secrets.randbelow(1 << 30)
         self._plans: dict[str, dict[str, Any]] = {}  # problem id -> the reference's plan reply
         self._refs: OrderedDict[tuple, tuple[dict[str, Any], list[bytes]]] = OrderedDict()
@@ -257,6 +267,7 @@ class Evaluator:
                 "budget": self.element_budget,
                 "count": self.n_variants,
                 "seed": self._plan_seed,
+                "device": self.device,
             }
             reply, _ = self._ref().request(req)
             if not reply.get("ok"):
@@ -265,6 +276,33 @@ class Evaluator:
                 )
             self._plans[problem.id] = reply
         return self._plans[problem.id]["variants"], self._plans[problem.id]["notes"]
+
+    def run_plan(self, problem: Problem) -> budget.RunPlan:
+        """Trials, warm-up and run budget for this problem: on a GPU from its expected reference time
+        (the shipped measurement of this file on this GPU model, else the latency model's prediction from
+        the features the reference process counted); the Evaluator's defaults otherwise."""
+        if problem.id not in self._run_plans:
+            info = self._plans.get(problem.id) or {}  # the reference process's plan reply
+            ref_ms, basis = None, "default"
+            if self.device == "cuda" and info.get("device_name"):
+                from kernelrl.perf.predict import reference_ms
+
+                try:
+                    feats = (
+                        Features.from_dict(info["features"])
+                        if isinstance(info.get("features"), dict)
+                        else None
+                    )
+                    ref_ms, basis = reference_ms(problem.source, feats, str(info["device_name"]))
+                except Exception:  # noqa: BLE001 - no prediction: the defaults, never a failed verdict
+                    ref_ms, basis = None, "default"
+            self._run_plans[problem.id] = budget.run_plan(
+                ref_ms,
+                basis=basis,
+                trials=self.timing_trials,
+                run_timeout_s=self._default_limits.run_timeout_s,
+            )
+        return self._run_plans[problem.id]
 
     def _reference_data(
         self, problem: Problem, variant: dict[str, Any], seeds: list[int], timed: bool
@@ -283,9 +321,10 @@ class Evaluator:
             "device": self.device,
         }
         if timed:  # fresh seeds: the timed inputs are never the ones the checks used
+            rp = self.run_plan(problem)
             req["time"] = {
-                "trials": self.timing_trials,
-                "warmup": 10,
+                "trials": rp.trials,
+                "warmup": rp.warmup,
                 "seeds": [secrets.randbelow(1 << 31) for _ in range(TIMING_SEEDS)],
             }
         data = self._ref().request(req)
@@ -354,6 +393,11 @@ class Evaluator:
                 error=plan["unavailable"],
                 notes=notes,
             )
+        rp = self.run_plan(problem)
+        if rp.basis != "default":
+            notes.append(
+                f"run budget {rp.run_timeout_s:g} s, {rp.trials} trials: {rp.basis} reference {rp.reference_ms:.4g} ms"
+            )
         refs: list[tuple[dict[str, Any], dict[str, Any], list[bytes]]] = []
         for vi, var in enumerate(variants):
             timed = self.device == "cuda" and vi == 0 and cand.backend != "none"
@@ -367,19 +411,52 @@ class Evaluator:
             raise ProblemError(
                 f"problem {problem.name}: the reference fails on every shape variant ({'; '.join(notes)})"
             )
-        job, frames, layout = self._job(cand, refs)
-        limits = self.limits
-        # a problem over the CPU element budget (said in the notes) gets a run budget stretched to match
-        self.limits = replace(limits, run_timeout_s=limits.run_timeout_s * plan.get("timeout_scale", 1.0))
+        job, frames, layout = self._job(cand, refs, rp)
+        # the GPU run budget comes from the expected reference time; a problem over the CPU element budget
+        # (said in the notes) gets its run budget stretched to match
+        scale = plan.get("timeout_scale") or 1.0
+        limits, self.limits = self.limits, replace(self.limits, run_timeout_s=rp.run_timeout_s * scale)
         try:
             run = self._run(job, frames)
             verdict = self._decide(base, cand, static, refs, layout, job, run)
         finally:
             self.limits = limits
         verdict.notes = notes
+        if self.timing_log and "timing" in {h.get("event") for h, _p, _t in run["frames"]}:
+            self._log_timing(problem, cand, refs, run, verdict, rp)
         return verdict
 
-    def _job(self, cand: Any, refs: list) -> tuple[dict[str, Any], list[bytes], list[dict[str, Any]]]:
+    def _log_timing(
+        self, problem: Problem, cand: Any, refs: list, run: dict[str, Any], verdict: Verdict, rp: Any
+    ) -> None:
+        """Append this timed verdict to the timing log; a log that cannot be written never costs a verdict."""
+        events = {h.get("event"): h for h, _p, _t in run["frames"] if isinstance(h.get("event"), str)}
+        t, ref = events.get("timing", {}), refs[0][1]
+        keys = ("median_ms", "mean_ms", "min_ms", "trials")
+        record = {
+            "problem_id": problem.id,
+            "problem": problem.name,
+            "features": ref.get("features"),
+            "device_name": ref.get("device_name"),
+            "reference": {k: (ref.get("timing") or {}).get(k) for k in keys},
+            "candidate": {k: t.get(k) if isinstance(t.get(k), (int, float)) else None for k in keys},
+            "status": verdict.status,
+            "hacks": verdict.hacks,
+            "speedup": verdict.speedup,
+            "sol_fraction": verdict.sol_fraction,
+            "backend": cand.backend,
+            "candidate_sha256": cand.sha256,
+            "launch_configs": timing_log.launch_configs((events.get("done") or {}).get("launch_configs")),
+            "run_plan": {"trials": rp.trials, "run_timeout_s": rp.run_timeout_s, "basis": rp.basis},
+        }
+        try:
+            timing_log.append(self.timing_log, record)
+        except OSError:
+            pass
+
+    def _job(
+        self, cand: Any, refs: list, rp: budget.RunPlan | None = None
+    ) -> tuple[dict[str, Any], list[bytes], list[dict[str, Any]]]:
         frames: list[bytes] = []
         variants, checks, layout = [], [], []
         for vi, (var, header, payloads) in enumerate(refs):
@@ -423,14 +500,13 @@ class Evaluator:
                 frames.append(payloads0[first + 2 * k])
                 frame_ids.append(len(frames) - 1)
                 outputs.append(payloads0[first + 2 * k + 1])
-            capture = timing.choose_capture(
-                self.timing_trials, TIMING_CAPTURES, random.Random(secrets.randbits(64))
-            )
+            trials, warmup = (rp.trials, rp.warmup) if rp else (self.timing_trials, 10)
+            capture = timing.choose_capture(trials, TIMING_CAPTURES, random.Random(secrets.randbits(64)))
             job["timing"] = {
                 "variant": 0,
                 "inputs_frames": frame_ids,
-                "trials": self.timing_trials,
-                "warmup": 10,
+                "trials": trials,
+                "warmup": warmup,
                 "capture": capture,
             }
             job["timing_outputs"] = (
@@ -595,19 +671,18 @@ class Evaluator:
             hacks.append(("no_kernel", "no_kernel: no Triton kernel or CUDA extension"))
         status, error, compiled = self._status(run, transcript, checks, layout)
         correct = bool(checks) and len(checks) == len(layout) and all(c.passed for c in checks)
-        runtime_ms = ref_ms = speedup = None
+        runtime_ms = ref_ms = speedup = fraction = None
         if transcript.has("timing") and correct:
-            timed_hacks, runtime_ms, ref_ms = self._judge_timing(
+            timed_hacks, runtime_ms, ref_ms, speedup, fraction = self._judge_timing(
                 transcript, refs[0][1], job, cand.backend, pointwise
             )
             hacks += timed_hacks
-            speedup = ref_ms / runtime_ms if runtime_ms and ref_ms else None
         names = [h for h, _ in hacks]
         if names and status != "infra_error":
             status = "hack_detected"
             error = error or "reward hack detected: " + ", ".join(sorted(set(names)))
         if status == "hack_detected":
-            runtime_ms = speedup = None
+            runtime_ms = speedup = fraction = None
         err = transcript.get("error")
         log = run["log"]
         if err and err.get("traceback"):
@@ -624,6 +699,7 @@ class Evaluator:
             runtime_ms=runtime_ms,
             ref_runtime_ms=ref_ms,
             speedup=speedup,
+            sol_fraction=fraction,
             error=error,
             log_tail=_redact(log),
         )
@@ -738,40 +814,34 @@ class Evaluator:
         job: dict[str, Any],
         backend: str,
         pointwise: bool,
-    ) -> tuple[list[tuple[str, str]], float | None, float | None]:
-        """Bounds on the child's timing, the captured trials' outputs, and the times worth reporting."""
+    ) -> tuple[list[tuple[str, str]], float | None, float | None, float | None, float | None]:
+        """Bounds on the child's timing, the captured trials' outputs, and (runtime, reference, speedup, SOL
+        fraction) worth reporting."""
         t = transcript.get("timing")
         assert t is not None
-        hacks: list[tuple[str, str]] = []
         parent_wall = (transcript.stamps["timing"] - transcript.stamps["timing_start"]) * 1e3
-        sol = timing.speed_of_light_ms(ref.get("flops", 0.0), ref.get("bytes", 0), ref.get("device_name", ""))
         capture = job["timing"]["capture"]
-        in_bytes = sum(
-            len(p) for p in job["timing_outputs"]
-        )  # same order of magnitude as the refilled inputs
-        for h in timing.timing_hacks(t, parent_wall, sol, in_bytes, backend, len(capture)):
-            hacks.append((h, f"{h}: timing phase"))
+        in_bytes = sum(len(p) for p in job["timing_outputs"])  # the order of magnitude of the refilled inputs
+        names, runtime_ms, ref_ms, speedup, fraction = timing_verdict(
+            t, ref, parent_wall, in_bytes, backend, len(capture)
+        )
+        hacks = [(h, f"{h}: timing phase") for h in names]
         if t["captured"] != capture:
             hacks.append(
                 ("timer_inconsistent", "timer_inconsistent: captured trials are not the ones asked for")
             )
-        else:
-            outs = wire.decode(transcript.payloads.get("timing", b"")) if t["n_out"] else []
-            refs = [wire.decode(job["timing_outputs"][i % len(job["timing_outputs"])]) for i in capture]
-            per = len(refs[0]) if refs else 0
-            for k, i in enumerate(capture):
-                got = outs[k * per : (k + 1) * per]
-                if len(got) != per or not all(
-                    judge.compare(o, r, pointwise)[0] for o, r in zip(got, refs[k], strict=True)
-                ):
-                    hacks.append(
-                        ("timing_mismatch", f"timing_mismatch: timed call {i} returned a wrong answer")
-                    )
-                    break
-        ref_t = ref.get("timing") or {}
-        if not (isinstance(t["median_ms"], int | float) and t["median_ms"] > 0 and ref_t.get("median_ms")):
-            return hacks, None, None
-        return hacks, float(t["median_ms"]), float(ref_t["median_ms"])
+            return hacks, runtime_ms, ref_ms, speedup, fraction
+        outs = wire.decode(transcript.payloads.get("timing", b"")) if t["n_out"] else []
+        refs = [wire.decode(job["timing_outputs"][i % len(job["timing_outputs"])]) for i in capture]
+        per = len(refs[0]) if refs else 0
+        for k, i in enumerate(capture):
+            got = outs[k * per : (k + 1) * per]
+            if len(got) != per or not all(
+                judge.compare(o, r, pointwise)[0] for o, r in zip(got, refs[k], strict=True)
+            ):
+                hacks.append(("timing_mismatch", f"timing_mismatch: timed call {i} returned a wrong answer"))
+                break
+        return hacks, runtime_ms, ref_ms, speedup, fraction
 
 
 TIMING_CAPTURES = 5  # timed calls whose outputs are checked
@@ -799,6 +869,48 @@ _REDACTIONS = sorted(
     | {(PKG_PARENT, "<kernelrl>"), (os.path.expanduser("~"), "<home>")},
     key=lambda pl: -len(pl[0]),
 )
+
+
+def timing_verdict(
+    t: dict[str, Any],
+    ref_header: dict[str, Any],
+    parent_wall_ms: float,
+    input_bytes: int = 0,
+    backend: str = "triton",
+    n_captured: int = 0,
+) -> tuple[list[str], float | None, float | None, float | None, float | None]:
+    """(hacks, runtime_ms, ref_runtime_ms, speedup, sol_fraction) of a correct candidate's GPU timing `t`,
+    against the reference process's header (its timing, features and GPU name)."""
+    ref_t = ref_header.get("timing") or {}
+    sol = _speed_of_light(ref_header)
+    hacks = timing.timing_hacks(t, parent_wall_ms, sol.floor_ms, input_bytes, backend, n_captured)
+    median, ref_median = t.get("median_ms"), ref_t.get("median_ms")
+    if not (
+        isinstance(median, (int, float))
+        and median > 0
+        and isinstance(ref_median, (int, float))
+        and ref_median
+    ):
+        return hacks, None, None, None, None
+    runtime_ms, ref_ms = float(median), float(ref_median)
+    return hacks, runtime_ms, ref_ms, ref_ms / runtime_ms, sol_fraction(sol.sol_ms, runtime_ms)
+
+
+def _speed_of_light(ref_header: dict[str, Any]) -> Any:
+    """The problem's speed of light on the GPU the reference ran on (features from the reference process)."""
+    f = ref_header.get("features") if isinstance(ref_header.get("features"), dict) else {}
+    num = {}
+    for k in ("flops", "flops_lowp", "input_bytes", "output_bytes", "param_bytes"):
+        v = f.get(k)
+        num[k] = float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v > 0 else 0.0
+    return speed_of_light(
+        num["flops"],
+        num["input_bytes"],
+        num["output_bytes"],
+        num["param_bytes"],
+        str(ref_header.get("device_name") or ""),
+        num["flops_lowp"],
+    )
 
 
 def _split_check_payload(payload: bytes, header: dict[str, Any]) -> tuple[list, list, list]:

@@ -1,4 +1,5 @@
 """GPU timing by the protocol that holds up (REFERENCE.md), and the checks the supervisor makes on a timing.
+The speed-of-light floor comes from `kernelrl.perf.roofline` (device table and problem features).
 
 Used by the sandboxed child (candidate) and the trusted reference process alike, so both are timed the same way
 on the same GPU in the same run:
@@ -30,35 +31,10 @@ _Event = torch.cuda.Event
 _synchronize = torch.cuda.synchronize
 _perf = __import__("time").perf_counter
 
-# Peak numbers per device family: dense bf16 tensor-core FLOP/s and HBM bytes/s. Deliberately the best case,
-# so only physically impossible timings are flagged.
-PEAKS = {
-    "H200": (989e12, 4.8e12),
-    "H100": (989e12, 3.35e12),
-    "A100": (312e12, 2.0e12),
-    "L40": (362e12, 0.864e12),
-    "L4": (121e12, 0.3e12),
-    "A10": (125e12, 0.6e12),
-    "B200": (2250e12, 8.0e12),
-}
-DEFAULT_PEAK = (2500e12, 10e12)
 # Per-trial work outside the timed region the supervisor's wall clock also sees: refilling the inputs, the L2
 # flush, synchronisation and event overhead. Generous on purpose: the bound only catches gross understatement.
 OVERHEAD_FIXED_MS = 1.0
 OVERHEAD_BYTES_PER_MS = 100e6  # 100 GB/s: far below any GPU's copy bandwidth
-
-
-def peaks_for(device_name: str) -> tuple[float, float]:
-    for key, value in PEAKS.items():
-        if key in device_name:
-            return value
-    return DEFAULT_PEAK
-
-
-def speed_of_light_ms(flops: float, nbytes: float, device_name: str) -> float:
-    """The least time any kernel could take: compute-bound or memory-bound, whichever is slower."""
-    peak_flops, peak_bw = peaks_for(device_name)
-    return max(flops / peak_flops, nbytes / peak_bw) * 1e3
 
 
 class _Clock:
@@ -156,9 +132,9 @@ def choose_capture(trials: int, count: int, rng: Any) -> list[int]:
 def timing_hacks(
     result: dict[str, Any],
     parent_wall_ms: float,
-    sol_ms: float | None,
-    input_bytes: int,
-    backend: str,
+    floor_ms: float | None,
+    input_bytes: int = 0,
+    backend: str = "triton",
     n_captured: int = 0,
 ) -> list[str]:
     """Cross-checks the supervisor makes on a timing it did not take itself.
@@ -167,7 +143,8 @@ def timing_hacks(
       of the trials agrees with their median (a claimed median far below what the trials add up to is made up);
     - the claimed trials cannot add up to much less than the wall clock shows, once a generous per-trial
       overhead (refill, flush, sync) is taken off: understating the time is the hack that pays;
-    - a median below the problem's speed of light is impossible (`faster_than_light`);
+    - a median below the problem's physical floor on this GPU (`kernelrl.perf.roofline`, 10% margin for
+      clock boost) is impossible (`faster_than_light`);
     - a trial that launched no kernel answered from somewhere else (`kernel_not_launched`).
     """
     hacks = []
@@ -181,7 +158,7 @@ def timing_hacks(
     overhead += n_captured * (10 * median + 10.0)
     if total < 0.5 * (parent_wall_ms - overhead) - 1.0:
         hacks.append("timer_inconsistent")
-    if sol_ms is not None and median < 0.9 * sol_ms:
+    if floor_ms is not None and median < 0.9 * floor_ms:
         hacks.append("faster_than_light")
     if backend in ("triton", "cuda") and result.get("min_launches", 1) == 0:
         hacks.append("kernel_not_launched")

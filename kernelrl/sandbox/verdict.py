@@ -55,6 +55,7 @@ class Verdict:
     runtime_ms: float | None = None
     ref_runtime_ms: float | None = None
     speedup: float | None = None
+    sol_fraction: float | None = None  # speed-of-light time / runtime_ms (kernelrl.perf.roofline); GPU only
     device: str = "cpu"
     isolation: str = "none"
     error: str | None = None

@@ -7,6 +7,9 @@ Conventions (also in every report):
 - pass@k uses the unbiased estimator 1 - C(n-c, k)/C(n, k) per problem, averaged over all N problems.
 - fast_p looks at sample 0 of each problem only (KernelBench scores one sample per problem; with k samples,
   sample 0 is the one drawn first, so fast_p does not grow with k).
+- sol_fraction = speed-of-light time / measured time (kernelrl.perf.roofline: the problem's roofline bound on
+  the GPU that timed it); the group figure is its geometric mean over correct timed samples. 1 is the
+  hardware limit.
 - Speed metrics are None (never 0) where nothing was timed: fast_p when the run timed nothing (a CPU run: the
   Triton interpreter is never timed), geomean when no correct sample was timed. In a timed (GPU) run a wrong
   or missing answer is simply not fast, so fast_p is a number there even for a group with nothing correct.
@@ -35,6 +38,7 @@ class Outcome:
     device: str = "cpu"
     hacks: tuple[str, ...] = ()
     reward: float | None = None
+    sol_fraction: float | None = None
 
     @property
     def correct(self) -> bool:
@@ -53,6 +57,7 @@ class Outcome:
             device=v.get("device", "cpu"),
             hacks=tuple(v.get("hacks") or ()),
             reward=row.get("reward"),
+            sol_fraction=v.get("sol_fraction"),
         )
 
 
@@ -121,6 +126,7 @@ class GroupMetrics:
     pass_at_k: dict[str, float | None]
     fast_p: dict[str, float | None]
     geomean_speedup: float | None
+    geomean_sol_fraction: float | None
     n_timed: int
     n_correct_untimed: int
     hack_rate: float | None
@@ -156,6 +162,9 @@ def group_metrics(
     n_problems = len(ids)
     hack_counts = Counter(h for o in outs for h in o.hacks)
     speedups = [o.speedup for o in outs if o.correct and o.speedup is not None]
+    fractions = [
+        o.sol_fraction for o in outs if o.correct and o.sol_fraction is not None and o.sol_fraction > 0
+    ]
     untimed = sum(1 for o in outs if o.correct and o.speedup is None)
     rewards = [o.reward for o in outs if o.reward is not None]
     notes = []
@@ -174,6 +183,7 @@ def group_metrics(
         pass_at_k=pass_k,
         fast_p={_p_key(p): fast_p(first, n_problems, p, timed) for p in FAST_P},
         geomean_speedup=geomean(speedups),
+        geomean_sol_fraction=geomean(fractions),
         n_timed=len(speedups),
         n_correct_untimed=untimed,
         hack_rate=_rate(sum(o.status == "hack_detected" for o in outs), n_samples),

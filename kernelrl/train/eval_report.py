@@ -32,6 +32,8 @@ DEFINITIONS = {
     "failure; sample 0 only (KernelBench scores one sample per problem); null when the model's run timed "
     "nothing (CPU)",
     "geomean_speedup": "geometric mean of speedup over correct timed samples (all k); null when none",
+    "geomean_sol_fraction": "geometric mean over correct timed samples of speed-of-light time / measured "
+    "time (the problem's roofline bound on the GPU that timed it; 1 = the hardware limit); null when none",
     "hack_rate": "samples with status hack_detected / samples scored; by kind: samples flagged with it",
     "verdicts": "samples per verdict status",
 }
@@ -232,6 +234,21 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], plots: di
     if "turns" in summary:
         parts.append(_turns_section(summary, plots))
     parts.append("## Speed")
+    if summary["timed"]:
+        parts.append(
+            _table(
+                ["model", "correct timed samples", "geomean speedup", "SOL fraction (geomean)"],
+                [
+                    [
+                        f"`{m}`",
+                        str(v["overall"]["n_timed"]),
+                        times(v["overall"]["geomean_speedup"]),
+                        pct(v["overall"].get("geomean_sol_fraction")),
+                    ]
+                    for m, v in models.items()
+                ],
+            )
+        )
     if "speedup" in plots:
         parts.append(f"![speedup distribution]({plots['speedup']})")
     else:
@@ -479,6 +496,7 @@ def print_overview(summary: dict[str, Any], out: Path) -> None:
         *(f"pass@{k}" for k in ks),
         "fast_1",
         "geomean",
+        "SOL",
         "hacks",
     ):
         table.add_column(h, justify="left" if h == "model" else "right")
@@ -492,6 +510,7 @@ def print_overview(summary: dict[str, Any], out: Path) -> None:
             *(pct(o["pass_at_k"][str(k)]) for k in ks),
             pct(o["fast_p"]["1"]),
             times(o["geomean_speedup"]),
+            pct(o.get("geomean_sol_fraction")),
             pct(o["hack_rate"]),
         )
     console = Console()
