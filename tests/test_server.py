@@ -29,7 +29,8 @@ from kernelrl import cli
 from kernelrl.data_pipeline.prompts import build_prompt
 from kernelrl.rewards.client import RewardClient, RewardServerError
 from kernelrl.rewards.compose import RewardConfig, RewardResult, Scorer
-from kernelrl.rewards.server import SCORE_KEYS, create_app
+from kernelrl.rewards.edge import METRIC_KEYS
+from kernelrl.rewards.server import create_app
 from kernelrl.sandbox.verdict import Verdict
 
 TOKEN = "test-token"
@@ -187,17 +188,31 @@ def test_get_reward_openrlhf_shape(server, problems):
     data = r.json()
     rewards, logs = data["rewards"], data["extra_logs"]
     assert rewards[0] > 0 and rewards[0] > rewards[1] > rewards[2]
-    assert data["scores"] == [1.0, 0.0, 0.0] and logs["correct"] == [1.0, 0.0, 0.0]
+    assert data["scores"] == [1.0, 0.0, 0.0] and logs["correct"] == [1.0, 0.0, 0.0] == logs["acc"]
     assert logs["format"][2] == -1.0 and logs["execution"] == [1.0, 0.0, -0.5]
-    assert {"execution", "format", "kernel", "banned", "status_code", "speedup", "hack"} <= set(logs)
-    assert all(len(v) == 3 and all(isinstance(x, float) for x in v) for v in logs.values())
+    assert list(logs) == [*METRIC_KEYS[1:], "execution", "speed", "format", "kernel", "banned", "concise"]
+    assert logs["speed"] == [0.0] * 3  # not timed on CPU: 0.0, what it adds to the score (never null)
+    assert all(len(v) == 3 and all(type(x) is float for x in v) for v in logs.values())
     bad = {"query": ["no prompt here"], "prompts": [prompt], "labels": [add.source]}
     r = httpx.post(f"{server.url}/get_reward", json=bad, headers=AUTH)
     assert r.status_code == 422 and r.json()["detail"] == "query[0]: does not contain prompts[0]"
     r = httpx.post(f"{server.url}/get_reward", json={**body, "labels": ["bundled:relu"]}, headers=AUTH)
     assert r.status_code == 422 and "must line up" in r.json()["detail"]
     r = httpx.post(f"{server.url}/get_reward", json={"query": [], "prompts": [], "labels": []}, headers=AUTH)
-    assert r.json() == {"rewards": [], "scores": [], "extra_logs": {k: [] for k in r.json()["extra_logs"]}}
+    assert r.json() == {"rewards": [], "scores": [], "extra_logs": {}}
+
+
+def test_token_in_the_path_for_clients_without_headers(server, problems):
+    """OpenRLHF sends no Authorization header: /t/<token>/get_reward carries it, and no log line shows it."""
+    body = {"query": ["p" + sol(problems, "relu")], "prompts": ["p"], "labels": ["bundled:relu"]}
+    r = httpx.post(f"{server.url}/t/{TOKEN}/get_reward", json=body, timeout=300)
+    assert r.status_code == 200 and r.json()["scores"] == [1.0]
+    for path in ("/t/wrong/get_reward", "/t//get_reward", f"/t/{TOKEN}x/get_reward", "/get_reward"):
+        assert httpx.post(f"{server.url}{path}", json=body).status_code == 401, path
+    assert httpx.get(f"{server.url}/t/{TOKEN}/metrics").status_code == 200
+    r = httpx.get(f"{server.url}/t/{TOKEN}/nowhere")
+    assert r.status_code == 404
+    assert "/t/" not in metrics(server.url).__repr__()  # the route label is the route, never the token
 
 
 def test_get_reward_unjudged_sample_is_503_naming_it(small, problems):
@@ -209,6 +224,10 @@ def test_get_reward_unjudged_sample_is_503_naming_it(small, problems):
     r = httpx.post(f"{small.url}/get_reward", json=body, timeout=300)
     assert r.status_code == 503 and r.headers["retry-after"]
     assert r.json()["indices"] == [1] and "infra_error: scripted outage" in r.json()["detail"]
+    r = httpx.post(
+        f"{small.url}/compute_score", json={"solution_str": "#INFRA", "ground_truth": "bundled:relu"}
+    )
+    assert r.status_code == 503 and r.json()["statuses"] == ["infra_error"]  # never a score of null
 
 
 def test_compute_score_verl_shape(server, client, problems):
@@ -219,11 +238,11 @@ def test_compute_score_verl_shape(server, client, problems):
         client.compute_score("kernelbench", "no code at all", relu.source),
     ]
     assert len({tuple(a) for a in answers}) == 1  # the same keys, in the same order, for every sample
-    assert set(SCORE_KEYS) <= set(answers[0]) and {"execution", "format"} <= set(answers[0])
-    assert [a["status"] for a in answers] == ["ok", "mismatch", "format_error"]
+    assert list(answers[0])[:6] == list(METRIC_KEYS) and {"execution", "format"} <= set(answers[0])
+    assert all(type(v) is float for a in answers for v in a.values())  # numbers only: no null, no strings
+    assert [a["correct"] for a in answers] == [1.0, 0.0, 0.0] and [a["format"] for a in answers][2] == -1.0
     assert answers[0]["score"] > answers[1]["score"] > answers[2]["score"]
-    assert answers[0]["correct"] and answers[0]["compiled"] and not answers[0]["hack"]
-    assert answers[0]["speedup"] is None  # not timed on CPU
+    assert answers[0]["compiled"] == 1.0 and answers[0]["hack"] == 0.0 and answers[0]["fast_1"] == 0.0
     r = httpx.post(f"{server.url}/compute_score", json={"solution_str": "x"}, headers=AUTH)
     assert r.status_code == 422 and r.json()["detail"] == "ground_truth: Field required"
     r = httpx.post(
@@ -242,6 +261,29 @@ def test_cache_hits_show_in_metrics(server, client, problems):
     after = metrics(server.url)
     assert after[("kernelrl_cache_hits_total", ())] - before[("kernelrl_cache_hits_total", ())] == 4
     assert httpx.get(f"{server.url}/health").json()["cache_hits"] == after[("kernelrl_cache_hits_total", ())]
+    # the same answer from every route: /score's result, /get_reward's and /compute_score's numbers
+    first = client.score(*pair)[0]
+    shaped = client.compute_score("d", pair[1][0], pair[0][0])
+    assert shaped["score"] == first.reward and shaped["execution"] == first.components["execution"]
+
+
+def test_deadline_answers_503_and_a_retry_collects_the_verdict(server, problems):
+    """A verdict slower than the deadline: the route answers 503 (Retry-After) in time, the pair keeps
+    running, and a retry (here our client's) joins it instead of starting it again."""
+    live = Live(create_app(Scorer(RewardConfig(), pool=server.scorer.pool), deadline_s=1.0), lifespan="off")
+    try:
+        slow = SLOW_PREFIX + sol(problems, "relu", "deadline")
+        body = {"problems": ["bundled:relu"], "completions": [slow]}
+        t0 = time.monotonic()
+        r = httpx.post(f"{live.url}/score", json=body, timeout=60)
+        assert r.status_code == 503 and time.monotonic() - t0 < 3
+        assert r.headers["retry-after"] == "1" and "still being judged after 1 s" in r.json()["detail"]
+        runs = server.scorer.pool.cache_hits
+        [result] = RewardClient(live.url, retries=10, backoff=0.5).score(["bundled:relu"], [slow])
+        assert result.verdict.status == "ok"
+        assert server.scorer.pool.cache_hits > runs  # joined the running pair (or its cached verdict)
+    finally:
+        live.stop()
 
 
 def test_metrics_count_what_was_sent(server, client, problems):

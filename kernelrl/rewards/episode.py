@@ -32,7 +32,6 @@ kernelrl when first used.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -234,25 +233,30 @@ class Episode:
 
 
 class TurnScorer:
-    """(problem, answer) -> Turn, through the same backend as the single-turn reward: an in-process `Scorer`
-    (its Ray pool and verdict cache) or a `RewardClient` talking to `kernelrl serve` (its ``/turn`` route)."""
+    """(problem, answer) -> Turn, through the same backend as the single-turn reward: in process (a `Scorer`,
+    or `kernelrl.rewards.edge.Local` around one: its Ray pool and verdict cache) or over HTTP (a
+    `RewardClient` or `edge.Remote` talking to `kernelrl serve`: its ``/turn`` route scores and renders)."""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
 
     def score(self, problem: Any, completion: str) -> Turn:
-        if hasattr(self.backend, "turn"):  # a RewardClient: the server scores and renders the feedback
-            return Turn.from_dict(self.backend.turn(_problem_text(problem), completion))
-        [result] = self.backend.score([problem], [completion])
+        if hasattr(self.backend, "request"):  # a server: it scores and renders the feedback
+            return Turn.from_dict(self.backend.request("POST", "/turn", _turn_body(problem, completion)))
+        [result] = getattr(self.backend, "scorer", self.backend).score([problem], [completion])
         return turn_from_result(completion, result)
 
     async def ascore(self, problem: Any, completion: str) -> Turn:
-        if hasattr(self.backend, "aturn"):
-            return Turn.from_dict(await self.backend.aturn(_problem_text(problem), completion))
-        if hasattr(self.backend, "turn"):
-            return await asyncio.to_thread(self.score, problem, completion)
-        [result] = await self.backend.ascore([problem], [completion])
+        if hasattr(self.backend, "arequest"):
+            return Turn.from_dict(
+                await self.backend.arequest("POST", "/turn", _turn_body(problem, completion))
+            )
+        [result] = await getattr(self.backend, "scorer", self.backend).ascore([problem], [completion])
         return turn_from_result(completion, result)
+
+
+def _turn_body(problem: Any, completion: str) -> dict[str, str]:
+    return {"problem": _problem_text(problem), "completion": completion}
 
 
 def turn_from_result(completion: str, result: Any) -> Turn:

@@ -1,55 +1,67 @@
-"""The kernel reward for OpenRLHF, loaded by path::
+"""The kernel reward for OpenRLHF as a reward file (checked against OpenRLHF 0.11.2), loaded by path::
 
-    --reward.remote_url /path/to/kernelrl/rewards/openrlhf_reward.py --data.label_key problem
-    (older releases: --remote_rm_url ... --label_key problem)
+    --reward.remote_url /path/to/openrlhf_reward.py --data.label_key problem
 
-(or point the flag at a `kernelrl serve` server's ``/get_reward`` route and skip this file). Labels are the
-problems (KernelBench source text or ``bundled:<name>``); a query is prompt + response, and the response is
-what follows the prompt. Scores go to the reward server at ``KERNELRL_REWARD_URL`` when set (recommended:
-OpenRLHF calls this from many threads or Ray tasks, and a server keeps one sandbox pool for all of them),
-else to an in-process Scorer (see `kernelrl.rewards.trl_reward`).
+(or point ``--reward.remote_url`` at a ``kernelrl serve`` server's ``/get_reward`` route and skip this file).
+This file and ``edge.py`` next to it load with the standard library and httpx: no kernelrl, no torch.
+OpenRLHF's ``SingleTurnAgentExecutor`` calls `reward_func` for one sample at a time, in a thread of each
+vLLM rollout actor. Scores go to the reward server at ``KERNELRL_REWARD_URL`` (+ ``KERNELRL_TOKEN``); without
+one, in-process scoring where kernelrl is installed, inside those Ray actors only when ``KERNELRL_WORKERS``
+is set (see `kernelrl.rewards.edge.make_backend`).
 
-Returns ``rewards`` (the composed reward), ``scores`` (1.0 when correct, else 0.0: what OpenRLHF's dynamic
-filtering reads, so a range of 0 1 drops groups that all pass or all fail) and ``extra_logs`` with the keys
-of `kernelrl.rewards.verl_reward.score_dict` (0.0 where a component does not apply). As with verl, a sample that
-cannot be judged raises RuntimeError instead of reading as a wrong answer.
+Labels are the problems (KernelBench source text or ``bundled:<name>``); a query is prompt + response, and the
+response is what follows the prompt. Returns what the ``/get_reward`` route returns
+(`kernelrl.rewards.edge.openrlhf_answer`): ``rewards``, ``scores`` (1.0 when correct: what
+``--algo.dynamic_filtering_range 0 1`` reads to drop groups that all pass or all fail) and ``extra_logs``.
+
+A sample that cannot be judged raises (an outage must not read as a wrong answer). OpenRLHF logs that at
+INFO and leaves the sample's reward None, and its step then fails: watch for
+``[SingleTurnExecutor] Failed to fetch reward`` in its logs.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from typing import Any
 
-import torch
-
-from kernelrl.rewards.verl_reward import score_dict, score_judged
+_EDGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "edge.py")
 
 
 def reward_func(queries: list[str], prompts: list[str], labels: list[str] | None, **kwargs: Any) -> dict:
     """Rewards, scores and extra logs for a batch of (query, prompt, label) triples."""
-    if labels is None or any(label is None for label in labels):
+    edge = _edge()
+    if labels is None or any(not label for label in labels):
         raise ValueError(
-            "kernelrl needs the problem of every sample as its label: pass --data.label_key "
-            "(older: --label_key) naming the dataset column with KernelBench source text or 'bundled:<name>'"
+            "kernelrl needs the problem of every sample as its label (OpenRLHF passes '' without one): pass "
+            "--data.label_key naming the dataset column with KernelBench source text or 'bundled:<name>'"
         )
-    responses = [_response(q, p) for q, p in zip(queries, prompts, strict=True)]
-    dicts = [score_dict(r) for r in score_judged(list(labels), responses)]
-    keys = list(dicts[0]) if dicts else []
-    return {
-        "rewards": torch.tensor([d["score"] for d in dicts], dtype=torch.float32),
-        "scores": torch.tensor([d["correct"] for d in dicts], dtype=torch.float32),
-        "extra_logs": {
-            k: torch.tensor([d[k] for d in dicts], dtype=torch.float32) for k in keys if k != "score"
-        },
-    }
+    responses = []
+    for i, (query, prompt) in enumerate(zip(queries, prompts, strict=True)):
+        try:
+            responses.append(edge.response_of(query, prompt))
+        except ValueError as e:
+            raise ValueError(f"query {i} {e}") from None
+    return edge.openrlhf_answer(edge.judged(list(labels), responses))
 
 
-def _response(query: str, prompt: str) -> str:
-    """What follows the prompt in ``query``. Never the whole query: the prompt's example code would be judged
-    in place of a response that has none."""
-    if query.startswith(prompt):
-        return query[len(prompt) :]
-    for p in (prompt, prompt.strip()):  # a BOS token the prompt string does not carry
-        at = query.find(p) if p else -1
-        if at >= 0:
-            return query[at + len(p) :]
-    raise ValueError("a query does not contain its prompt: cannot tell the response apart")
+def _edge() -> Any:
+    """kernelrl's reward edge: the installed ``kernelrl.rewards.edge`` when this file belongs to that
+    installation, else the ``edge.py`` next to this file (a trainer environment without kernelrl)."""
+    edge = sys.modules.get("kernelrl_edge")
+    if edge is None:
+        try:
+            import kernelrl.rewards.edge as edge
+
+            if not os.path.samefile(edge.__file__, _EDGE):
+                edge = None
+        except ImportError:
+            edge = None
+        if edge is None:
+            spec = importlib.util.spec_from_file_location("kernelrl_edge", _EDGE)
+            edge = importlib.util.module_from_spec(spec)
+            sys.modules["kernelrl_edge"] = edge
+            spec.loader.exec_module(edge)
+        sys.modules["kernelrl_edge"] = edge
+    return edge

@@ -1,38 +1,48 @@
 """The reward server: `kernelrl serve` puts a Scorer (rule components + a SandboxPool of Ray workers) behind
 HTTP, for trainers in other processes or on other machines (OpenRLHF, verl, anything that speaks JSON).
 
-Routes (a problem is KernelBench source text or ``bundled:<name>``, never a path):
+Routes (a problem is KernelBench source text or ``bundled:<name>``, never a path); each is one small function
+over `judge` (cache, admission, deadline) and a shape from `kernelrl.rewards.edge`, the module the trainer-side
+adapter files use too, so the HTTP answers and the adapters' cannot drift:
 
 - ``GET /health`` (no token): workers alive, isolation profile, device, queue depth, versions.
 - ``POST /score``: ``{"problems": [str], "completions": [str]}`` ->
   ``{"results": [RewardResult.to_dict()], "rewards": [float | null]}``.
 - ``POST /get_reward`` (OpenRLHF ``--reward.remote_url``): ``{"query": [prompt + response], "prompts": [str],
-  "labels": [problem]}`` -> ``{"rewards": [float], "scores": [float], "extra_logs": {name: [float]}}``.
-  OpenRLHF cannot take a null reward: a batch with an unjudged sample is answered 503 (``infra_error``,
-  retryable) or 422 (``not_executed``: this server can never judge it), naming the indices.
-- ``POST /compute_score`` (verl): ``{"data_source", "solution_str", "ground_truth": problem, "extra_info"}`` ->
-  one flat dict with the same keys for every sample (`SCORE_KEYS` + one per reward component).
+  "labels": [problem]}`` -> `edge.openrlhf_answer`: ``{"rewards", "scores", "extra_logs"}``, numbers only.
+- ``POST /compute_score`` (verl's arguments) -> `edge.verl_score`: the same numeric keys for every sample.
 - ``POST /turn`` (multi-turn episodes): ``{"problem", "completion"}`` -> ``{reward, status, feedback, speedup,
   components, correct, hack}``; stateless, the episode lives in the trainer's hook (`kernelrl.rewards.episode`).
 - ``GET /metrics``: Prometheus text.
 
-Limits answer before any work is queued: 413 for a body, batch or completion over its limit, 429 (with
-Retry-After) when the pool's queue would pass ``max_queue``. Every request gets an answer: a dead worker is
-retried by the pool, an unexpected exception is a 500 with the reason.
+A trainer-shaped answer has no place for a null reward: a sample the sandbox could not judge is a 503
+(``infra_error``: retry) or a 422 (``not_executed``: no retry can help), naming the indices. Every route
+answers within ``deadline_s`` (default 170 s, under OpenRLHF's 180 s client timeout): pairs not judged by
+then stay queued or running and the answer is a 503 with Retry-After; a retry joins them (the pool
+evaluates identical pairs once) or finds them in the cache. Limits answer before any work is queued: 413
+for a body, batch or completion over its limit, 429 (with Retry-After) when the pool's queue would pass
+``max_queue``. The token goes in an ``Authorization: Bearer`` header, or, for clients that cannot send
+one (OpenRLHF), in the path: ``/t/<token>/get_reward``.
+
+Repeated pairs (a GRPO group, a retried request) are answered from an in-process cache of composed answers
+(keyed by problem id and the completion's hash; the same verdict the pool's cache would give), on the
+event loop, without a thread hop or a sandbox call.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import hmac
 import ipaddress
 import logging
+import logging.config
 import os
 import socket
 import sys
 import time
-import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
@@ -45,33 +55,53 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernelrl.rewards.compose import RewardResult, Scorer, load_config, problem_from_text
+from kernelrl.rewards import edge
+from kernelrl.rewards.compose import Scorer, load_config, problem_from_text
 from kernelrl.sandbox.problem import Problem, ProblemError
-from kernelrl.sandbox.verdict import PROTOCOL_VERSION, SCHEMA_VERSION, STATUSES, Verdict
+from kernelrl.sandbox.verdict import PROTOCOL_VERSION, SCHEMA_VERSION, Verdict
 
-log = logging.getLogger("kernelrl.server")
+log = logging.getLogger("kernelrl.rewards.server")
 
 API_VERSION = 1
 MiB = 1 << 20
-# Keys of every /compute_score answer besides one per reward component (verl needs the same keys for all).
-SCORE_KEYS = ("score", "status", "correct", "compiled", "hack", "speedup", "error")
-# /get_reward's extra_logs besides one per reward component: numbers only (OpenRLHF makes tensors of them).
-LOG_KEYS = ("correct", "hack", "status_code", "speedup")
 ROUTES = ("/health", "/score", "/get_reward", "/compute_score", "/turn", "/metrics")
+TOKEN_PREFIX = "/t/"  # /t/<token>/<route>: the token for clients that cannot send a header (OpenRLHF)
 RETRY_AFTER_S = 5  # a hint for 429/503; our client backs off exponentially on top of it
+STILL_JUDGING_RETRY_S = 1  # a retry only re-attaches to the running pair: soon is fine
+DEADLINE_S = 170.0  # every scoring route answers by then: OpenRLHF's client gives each try 180 s
 STARTUP_TIMEOUT_S = 600.0  # workers that are not up by then will not come (e.g. no GPU in the cluster)
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+CACHE_SIZE = 16384  # composed answers kept for repeats (a verdict's JSON is ~1-6 KB)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+JSON = "application/json"
+# The one logging set-up of `kernelrl serve`: kernelrl's loggers and uvicorn's share a format and a stream
+# (library code, the adapters included, only creates loggers under "kernelrl").
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "default": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"},
+        "access": {
+            "()": "uvicorn.logging.AccessFormatter",
+            "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        },
+    },
+    "handlers": {
+        "default": {"formatter": "default", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "kernelrl": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
+}
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     problems: list[str] = Field(description="KernelBench source text or 'bundled:<name>', one per completion")
     completions: list[str] = Field(description="model completions (reasoning + one fenced python block)")
-
-
-class ScoreResponse(BaseModel):
-    results: list[dict[str, Any]]
-    rewards: list[float | None]
 
 
 class GetRewardRequest(BaseModel):
@@ -82,12 +112,6 @@ class GetRewardRequest(BaseModel):
     labels: list[str] = Field(description="the problem: KernelBench source text or 'bundled:<name>'")
 
 
-class GetRewardResponse(BaseModel):
-    rewards: list[float]
-    scores: list[float]
-    extra_logs: dict[str, list[float]]
-
-
 class ComputeScoreRequest(BaseModel):
     """verl's ``compute_score`` arguments; ``data_source`` and ``extra_info`` are carried, not used."""
 
@@ -95,6 +119,24 @@ class ComputeScoreRequest(BaseModel):
     solution_str: str
     ground_truth: str = Field(min_length=1, description="the problem")
     extra_info: dict[str, Any] | None = None
+
+
+class TurnRequest(BaseModel):
+    """One answer of a multi-turn episode; the episode's state stays with the trainer's hook."""
+
+    model_config = ConfigDict(extra="forbid")
+    problem: str = Field(min_length=1, description="KernelBench source text or 'bundled:<name>'")
+    completion: str = Field(description="this turn's answer (reasoning + one fenced python block)")
+
+
+class TurnResponse(BaseModel):
+    reward: float | None  # the composed reward of this turn (null: not judged)
+    status: str
+    feedback: str  # the observation for the model's next turn (kernelrl.rewards.feedback)
+    speedup: float | None
+    components: dict[str, float | None]
+    correct: bool
+    hack: bool
 
 
 class HealthResponse(BaseModel):
@@ -110,6 +152,37 @@ class HealthResponse(BaseModel):
     schema_version: int = SCHEMA_VERSION
 
 
+class _Answer:
+    """A composed result, as the dict the shapes read and as the JSON ``/score`` sends (encoded once)."""
+
+    __slots__ = ("result", "json")
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.result, self.json = result, edge.dumps(result)
+
+
+class _Answers:
+    """The answers of recent pairs, by (problem id, completion hash): LRU, event-loop only (no lock)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.hits = size, 0
+        self._data: OrderedDict[tuple[str, bytes], _Answer] = OrderedDict()
+
+    def get(self, key: tuple[str, bytes]) -> _Answer | None:
+        answer = self._data.get(key)
+        if answer is not None:
+            self._data.move_to_end(key)
+            self.hits += 1
+        return answer
+
+    def put(self, key: tuple[str, bytes], answer: _Answer) -> None:
+        if edge.status(answer.result) == "infra_error":
+            return  # the sandbox's own failure: the next ask runs it again
+        self._data[key] = answer
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
 def create_app(
     scorer: Scorer,
     *,
@@ -118,14 +191,14 @@ def create_app(
     max_batch: int = 1024,
     max_completion_chars: int = 200_000,
     max_body_bytes: int = 64 * MiB,
+    deadline_s: float = DEADLINE_S,
+    cache_size: int = CACHE_SIZE,
 ) -> FastAPI:
     """The reward app over `scorer`; its lifespan starts the scorer's pool and closes it (the app owns it)."""
-    clash = {*SCORE_KEYS, *LOG_KEYS} & set(scorer.components)
-    if clash:
-        raise ValueError(f"reward component names clash with response keys: {', '.join(sorted(clash))}")
     needs_pool = scorer.config.needs_verdict
     info: dict[str, list[str]] = {"isolation": []}
     admit = asyncio.Lock()  # the queue check and the submission it admits happen as one step
+    answers = _Answers(cache_size)
 
     def pool() -> Any:
         return scorer.pool if needs_pool else None
@@ -156,7 +229,7 @@ def create_app(
             await asyncio.to_thread(scorer.close)
 
     app = FastAPI(title="kernelrl reward server", version=str(API_VERSION), lifespan=lifespan)
-    metrics = _Metrics(pool)
+    metrics = _Metrics(pool, answers)
     app.state.metrics = metrics
     app.add_middleware(_Guard, token=token, max_body_bytes=max_body_bytes, metrics=metrics)
 
@@ -166,22 +239,44 @@ def create_app(
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return JSONResponse({"detail": "; ".join(errors[:5]) + more}, status_code=422)
 
+    @app.exception_handler(edge.Unjudged)
+    async def _unjudged(request: Request, exc: edge.Unjudged) -> JSONResponse:
+        """503 when the sandbox failed (a retry runs it again), 422 when no retry can help (not_executed)."""
+        return JSONResponse(
+            {"detail": str(exc), "indices": exc.indices, "statuses": exc.statuses},
+            status_code=503 if exc.retryable else 422,
+            headers={"Retry-After": str(RETRY_AFTER_S)} if exc.retryable else None,
+        )
+
     @app.exception_handler(Exception)
     async def _crashed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
-    def check_batch(name: str, n: int) -> None:
-        if n > max_batch:
-            raise HTTPException(413, f"{name}: {n} items, over the limit of {max_batch} per request")
-
-    def check_chars(name: str, texts: list[str]) -> None:
+    def check_size(name: str, texts: list[str]) -> None:
+        if len(texts) > max_batch:
+            raise HTTPException(413, f"{name}: {len(texts)} items, over the limit of {max_batch} per request")
         for i, t in enumerate(texts):
             if len(t) > max_completion_chars:
                 raise HTTPException(
                     413, f"{name}[{i}]: {len(t)} characters, over the limit of {max_completion_chars}"
                 )
 
-    async def score(problems: list[Problem], completions: list[str]) -> list[RewardResult]:
+    async def judge(problems: list[Problem], completions: list[str]) -> list[_Answer]:
+        """The answer of every pair: from the cache, else admitted to the pool (429 past max_queue), judged
+        and composed; a 503 when the pool has not judged them all within the deadline."""
+        keys = [(p.id, _digest(c)) for p, c in zip(problems, completions, strict=True)]
+        found = [answers.get(k) for k in keys]
+        todo = [i for i, a in enumerate(found) if a is None]
+        if todo:
+            fresh = await run([problems[i] for i in todo], [completions[i] for i in todo])
+            for i, answer in zip(todo, fresh, strict=True):
+                found[i] = answer
+                answers.put(keys[i], answer)
+        for a in found:
+            metrics.verdicts.labels(edge.status(a.result) or "none").inc()
+        return found  # type: ignore[return-value]
+
+    async def run(problems: list[Problem], completions: list[str]) -> list[_Answer]:
         async with admit:
             if needs_pool:
                 depth = pool().queue_depth
@@ -193,20 +288,25 @@ def create_app(
                         headers={"Retry-After": str(RETRY_AFTER_S)},
                     )
             futures = await asyncio.to_thread(scorer.submit, problems, completions)
-        verdicts = await asyncio.gather(*(_verdict(f) for f in futures))
-        results = await asyncio.to_thread(
-            lambda: [scorer.result(c, v) for c, v in zip(completions, verdicts, strict=True)]
+        verdicts = await _verdicts(futures, deadline_s)
+        return await asyncio.to_thread(
+            lambda: [
+                _Answer(scorer.result(c, v).to_dict()) for c, v in zip(completions, verdicts, strict=True)
+            ]
         )
-        for r in results:
-            metrics.verdicts.labels(r.verdict.status if r.verdict else "none").inc()
-        return results
 
     @app.get("/health")
     async def health() -> HealthResponse:
         p = pool()
         if p is None:
             return HealthResponse(
-                status="ok", workers=0, workers_total=0, isolation=[], devices=[], queue_depth=0, cache_hits=0
+                status="ok",
+                workers=0,
+                workers_total=0,
+                isolation=[],
+                devices=[],
+                queue_depth=0,
+                cache_hits=answers.hits,
             )
         states = await asyncio.to_thread(_worker_states, p)
         alive = None if states is None else sum(s.get("State") == "ALIVE" for s in states)
@@ -218,23 +318,24 @@ def create_app(
             isolation=info["isolation"],
             devices=[p.device],
             queue_depth=p.queue_depth,
-            cache_hits=p.cache_hits,
+            cache_hits=answers.hits + p.cache_hits,
         )
 
     @app.post("/score")
-    async def score_route(req: ScoreRequest) -> ScoreResponse:
+    async def score(req: ScoreRequest) -> Response:
         if len(req.problems) != len(req.completions):
             raise HTTPException(
                 422,
                 f"{len(req.problems)} problems but {len(req.completions)} completions: pairs must line up",
             )
-        check_batch("completions", len(req.completions))
-        check_chars("completions", req.completions)
-        results = await score(_problems("problems", req.problems), req.completions)
-        return ScoreResponse(results=[r.to_dict() for r in results], rewards=[r.reward for r in results])
+        check_size("completions", req.completions)
+        found = await judge(_problems("problems", req.problems), req.completions)
+        rewards = edge.dumps([a.result["reward"] for a in found])
+        body = b'{"results":[' + b",".join(a.json for a in found) + b'],"rewards":' + rewards + b"}"
+        return Response(body, media_type=JSON)
 
-    @app.post("/get_reward", response_model=GetRewardResponse)
-    async def get_reward(req: GetRewardRequest) -> Any:
+    @app.post("/get_reward")
+    async def get_reward(req: GetRewardRequest) -> Response:
         n = len(req.query)
         if len(req.prompts) != n or len(req.labels) != n:
             raise HTTPException(
@@ -242,46 +343,26 @@ def create_app(
                 f"query, prompts and labels must line up: {n} queries, {len(req.prompts)} prompts, "
                 f"{len(req.labels)} labels",
             )
-        check_batch("query", n)
-        completions = [
-            _response(i, q, p) for i, (q, p) in enumerate(zip(req.query, req.prompts, strict=True))
-        ]
-        check_chars("query", completions)
-        results = await score(_problems("labels", req.labels), completions)
-        unjudged = [i for i, r in enumerate(results) if r.reward is None]
-        if unjudged:
-            return _unjudged(results, unjudged)
-        logs: dict[str, list[float]] = {name: [] for name in (*scorer.components, *LOG_KEYS)}
-        for r in results:
-            for name, value in r.components.items():
-                logs[name].append(0.0 if value is None else value)  # not applicable: 0 (no nulls here)
-            v = r.verdict
-            logs["correct"].append(float(bool(v and v.status == "ok")))
-            logs["hack"].append(float(bool(v and v.hacks)))
-            logs["status_code"].append(float(STATUSES.index(v.status)) if v else -1.0)
-            logs["speedup"].append(v.speedup if v and v.speedup is not None else 0.0)
-        rewards = [float(r.reward) for r in results]  # type: ignore[arg-type]
-        return GetRewardResponse(rewards=rewards, scores=logs["correct"], extra_logs=logs)
+        check_size("query", req.query)
+        found = await judge(_problems("labels", req.labels), _responses(req.query, req.prompts))
+        return Response(edge.dumps(edge.openrlhf_answer([a.result for a in found])), media_type=JSON)
 
     @app.post("/compute_score")
-    async def compute_score(req: ComputeScoreRequest) -> dict[str, Any]:
-        check_chars("solution_str", [req.solution_str])
-        [r] = await score(_problems("ground_truth", [req.ground_truth], single=True), [req.solution_str])
-        v = r.verdict
-        return {
-            "score": r.reward,
-            "status": v.status if v else None,
-            "correct": bool(v and v.status == "ok"),
-            "compiled": bool(v and v.compiled),
-            "hack": bool(v and v.hacks),
-            "speedup": v.speedup if v else None,
-            "error": v.error if v else None,
-            **r.components,
-        }
+    async def compute_score(req: ComputeScoreRequest) -> Response:
+        check_size("solution_str", [req.solution_str])
+        [a] = await judge(_problems("ground_truth", [req.ground_truth], single=True), [req.solution_str])
+        return Response(edge.dumps(edge.verl_score(a.result)), media_type=JSON)
 
     @app.post("/turn")
-    async def turn_route(req: TurnRequest) -> TurnResponse:
-        return await score_turn(req, score, check_chars)
+    async def turn(req: TurnRequest) -> TurnResponse:
+        """Score one answer and render its feedback (with the static checks' line numbers for hacks)."""
+        from kernelrl.rewards.compose import RewardResult
+        from kernelrl.rewards.episode import turn_from_result
+
+        check_size("completion", [req.completion])
+        [a] = await judge(_problems("problem", [req.problem], single=True), [req.completion])
+        t = await asyncio.to_thread(turn_from_result, req.completion, RewardResult.from_dict(a.result))
+        return TurnResponse(**t.to_dict(), correct=t.correct, hack=t.hack)
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
@@ -291,36 +372,24 @@ def create_app(
     return app
 
 
-# -- multi-turn: one stateless route; the episode (turns, stop rule, episode reward) lives in the trainer's hook ---
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-class TurnRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    problem: str = Field(min_length=1, description="KernelBench source text or 'bundled:<name>'")
-    completion: str = Field(description="this turn's answer (reasoning + one fenced python block)")
-
-
-class TurnResponse(BaseModel):
-    reward: float | None  # the composed reward of this turn (null: not judged)
-    status: str
-    feedback: str  # the observation for the model's next turn (kernelrl.rewards.feedback)
-    speedup: float | None
-    components: dict[str, float | None]
-    correct: bool
-    hack: bool
-
-
-async def score_turn(req: TurnRequest, score: Callable, check_chars: Callable) -> TurnResponse:
-    """Score one answer and render its feedback (the static checks' line numbers included for hacks)."""
-    from kernelrl.rewards.episode import turn_from_result
-
-    check_chars("completion", [req.completion])
-    [r] = await score(_problems("problem", [req.problem], single=True), [req.completion])
-    turn = await asyncio.to_thread(turn_from_result, req.completion, r)
-    return TurnResponse(**turn.to_dict(), correct=turn.correct, hack=turn.hack)
-
-
-# -- helpers ---------------------------------------------------------------------------------------------
+async def _verdicts(futures: list[Future | None], deadline_s: float) -> list[Verdict | None]:
+    """The verdicts, waiting at most `deadline_s`. Never cancels a pool future (the pool shares one future
+    between identical pairs of different requests): on time-out they keep running, and a retry joins them."""
+    waiting = {i: asyncio.wrap_future(f) for i, f in enumerate(futures) if f is not None and not f.done()}
+    if waiting:
+        _, pending = await asyncio.wait(waiting.values(), timeout=deadline_s)
+        if pending:
+            raise HTTPException(
+                503,
+                f"{len(pending)} of {len(futures)} samples still being judged after {deadline_s:.0f} s; they "
+                "stay queued or running: retry to collect them",
+                headers={"Retry-After": str(STILL_JUDGING_RETRY_S)},
+            )
+    return [None if f is None else f.result() for f in futures]
 
 
 def _start_workers(scorer: Scorer) -> list[str]:
@@ -346,10 +415,6 @@ def _worker_states(pool: Any) -> list[dict[str, Any]] | None:
         return None
 
 
-async def _verdict(f: Future | None) -> Verdict | None:
-    return None if f is None else await asyncio.wrap_future(f)
-
-
 def _problems(name: str, texts: list[str], single: bool = False) -> list[Problem]:
     """Problems from request texts; a bad one is a 422 naming the field (and index)."""
     out = []
@@ -361,30 +426,15 @@ def _problems(name: str, texts: list[str], single: bool = False) -> list[Problem
     return out
 
 
-def _response(i: int, query: str, prompt: str) -> str:
-    """The response part of an OpenRLHF query. Never the whole query: the prompt's example answer would be
-    judged in place of a response that has no code."""
-    if query.startswith(prompt):
-        return query[len(prompt) :]
-    for p in (prompt, prompt.strip()):  # a BOS or pad token the prompt string does not carry
-        at = query.find(p) if p else -1
-        if at >= 0:
-            return query[at + len(p) :]
-    raise HTTPException(422, f"query[{i}]: does not contain prompts[{i}]")
-
-
-def _unjudged(results: list[RewardResult], idx: list[int]) -> JSONResponse:
-    """503 when the sandbox failed (OpenRLHF retries), 422 when no retry can help (e.g. not_executed)."""
-    statuses = [r.verdict.status if r.verdict else None for r in (results[i] for i in idx)]
-    infra = "infra_error" in statuses
-    first = results[idx[0]].verdict
-    why = f"{first.status}: {first.error}" if first else "no reward component applies"
-    detail = f"{len(idx)} of {len(results)} samples could not be judged (indices {idx[:20]}); first: {why}"
-    return JSONResponse(
-        {"detail": detail, "indices": idx, "statuses": statuses},
-        status_code=503 if infra else 422,
-        headers={"Retry-After": str(RETRY_AFTER_S)} if infra else None,
-    )
+def _responses(queries: list[str], prompts: list[str]) -> list[str]:
+    """The response part of each OpenRLHF query (`edge.response_of`); a query without its prompt is a 422."""
+    out = []
+    for i, (query, prompt) in enumerate(zip(queries, prompts, strict=True)):
+        try:
+            out.append(edge.response_of(query, prompt))
+        except ValueError:
+            raise HTTPException(422, f"query[{i}]: does not contain prompts[{i}]") from None
+    return out
 
 
 def _where(loc: tuple) -> str:
@@ -399,7 +449,7 @@ def _where(loc: tuple) -> str:
 class _Metrics:
     """Prometheus metrics in an app-local registry, so several apps in one process do not collide."""
 
-    def __init__(self, pool: Callable[[], Any]) -> None:
+    def __init__(self, pool: Callable[[], Any], answers: _Answers) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "kernelrl_requests", "HTTP requests by route and status code", ["route", "code"], registry=r
@@ -410,7 +460,7 @@ class _Metrics:
         self.verdicts = Counter(
             "kernelrl_verdicts", "verdicts served by status ('none': rules only)", ["status"], registry=r
         )
-        self._pool = pool
+        self._pool, self._answers = pool, answers
         r.register(self)
 
     def collect(self):
@@ -423,8 +473,9 @@ class _Metrics:
         yield GaugeMetricFamily(
             "kernelrl_queue_depth", "pairs waiting for a worker", p.queue_depth if p else 0
         )
+        hits = self._answers.hits + (p.cache_hits if p else 0)
         yield CounterMetricFamily(
-            "kernelrl_cache_hits", "pairs served from the verdict cache", p.cache_hits if p else 0
+            "kernelrl_cache_hits", "pairs served from a cache (composed answers, then verdicts)", hits
         )
         yield CounterMetricFamily(
             "kernelrl_worker_restarts", "sandbox worker restarts (crashes and fatal CUDA errors)", restarts
@@ -451,8 +502,9 @@ class _Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
+        in_path = _token_in_path(scope)  # taken out of the path before routing and the access log see it
         route = scope["path"] if scope["path"] in ROUTES else "other"
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
         code = 500  # what an exception escaping the app turns into
         start = time.perf_counter()
 
@@ -464,7 +516,7 @@ class _Guard:
             await send(message)
 
         try:
-            if self.token and scope["path"] != "/health" and not self._authorized(headers):
+            if self.token and route != "/health" and not self._authorized(headers, in_path):
                 return await _answer(
                     scope, send_tagged, 401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"}
                 )
@@ -476,7 +528,9 @@ class _Guard:
             self.metrics.requests.labels(route, str(code)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+    def _authorized(self, headers: dict[bytes, bytes], in_path: str | None) -> bool:
+        if in_path is not None:
+            return hmac.compare_digest(in_path.encode(), (self.token or "").encode())
         scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), self.token or "")
 
@@ -501,6 +555,18 @@ class _Guard:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _token_in_path(scope: dict) -> str | None:
+    """The token of a ``/t/<token>/<route>`` path, which becomes ``/<route>`` (in the shared scope, so the
+    access log shows the route, never the token); None for a path without one."""
+    path = scope["path"]
+    if not path.startswith(TOKEN_PREFIX):
+        return None
+    token, _, rest = path[len(TOKEN_PREFIX) :].partition("/")
+    scope["path"] = "/" + rest
+    scope["raw_path"] = scope["path"].encode()
+    return token
 
 
 def _replay(body: bytes, receive: Callable) -> Callable[[], Awaitable[dict]]:
@@ -596,7 +662,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock = _bind(args.host, args.port)
     except OSError as e:
         _usage_error(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    logging.config.dictConfig(LOG_CONFIG)
     if not args.token and not _is_loopback(args.host):
         log.warning(
             "serving on %s without a token: anyone who can reach it can run code in the sandbox", args.host
@@ -608,11 +674,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         address=args.address,
         run_timeout_s=args.run_timeout,
     )
-    app = create_app(scorer, token=args.token or None, max_queue=args.max_queue, max_batch=args.max_batch)
+    app = create_app(
+        scorer,
+        token=args.token or None,
+        max_queue=args.max_queue,
+        max_batch=args.max_batch,
+        deadline_s=args.deadline,
+    )
     host, port = sock.getsockname()[:2]
     log.info("kernelrl reward server on http://%s:%d", host, port)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=args.drain_timeout)
+        uvicorn.Config(
+            app,
+            log_config=LOG_CONFIG,
+            access_log=args.access_log,
+            timeout_graceful_shutdown=args.drain_timeout,
+        )
     )
     try:
         server.run(sockets=[sock])
@@ -624,7 +701,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve",
-        help="serve rewards over HTTP (/score, OpenRLHF /get_reward, verl /compute_score, /turn, /health, /metrics)",
+        help="serve rewards over HTTP (/score, OpenRLHF /get_reward, verl /compute_score, /health, /metrics)",
     )
     serve.error = _usage_error  # type: ignore[method-assign]  # one line, like the other usage errors
     serve.add_argument("--host", default="127.0.0.1")
@@ -640,12 +717,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--token",
         default=os.environ.get("KERNELRL_TOKEN"),
-        help="bearer token required on every route but /health (default: $KERNELRL_TOKEN)",
+        help="token required on every route but /health, as 'Authorization: Bearer <token>' or in the path "
+        "(/t/<token>/get_reward, for OpenRLHF) (default: $KERNELRL_TOKEN)",
     )
     serve.add_argument("--max-queue", type=_int_in(1), default=4096, help="pairs waiting before 429")
     serve.add_argument("--max-batch", type=_int_in(1), default=1024, help="pairs per request before 413")
     serve.add_argument(
         "--run-timeout", type=_positive_float, default=60.0, help="run budget per candidate (s)"
+    )
+    serve.add_argument(
+        "--deadline",
+        type=_positive_float,
+        default=DEADLINE_S,
+        help="answer every scoring request within this many seconds: pairs not judged by then stay queued "
+        "and the answer is a 503 a retry collects them with (s; OpenRLHF's client waits 180 s per try)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one log line per request (tokens in paths are never logged)",
     )
     serve.add_argument(
         "--drain-timeout",

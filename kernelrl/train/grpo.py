@@ -7,7 +7,9 @@
 The dataset's RL split has a ``prompt`` (chat messages) and a ``problem`` column (KernelBench source) that
 the reward reads. Rewards: `kernelrl.rewards.trl_reward.kernel_reward`, its components and weights from
 ``reward_config``; scored in-process through a Ray sandbox pool, or by a reward server when ``reward_url``
-is set (the better choice with several training processes: one pool for all ranks).
+is set (the better choice with several training processes: one pool for all ranks). The model loads with
+the recipe's ``dtype`` and ``attn_implementation``; a LoRA SFT output (an adapter) is loaded on its base and
+its adapter trained on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, ScriptArguments, TrlParser
 from kernelrl.data_pipeline.embedded_model import resolve_model
 from kernelrl.rewards import trl_reward
 from kernelrl.rewards.compose import load_config
-from kernelrl.train.recipe_io import load_data, write_model_card
+from kernelrl.train.recipe_io import (
+    is_adapter,
+    load_adapter_model,
+    load_data,
+    model_init_kwargs,
+    write_model_card,
+)
 
 
 @dataclass
@@ -44,13 +52,21 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args
         pool_kwargs["num_workers"] = script_args.sandbox_workers
     trl_reward.configure(url=script_args.reward_url, config=reward_config, **pool_kwargs)
     dataset = load_data(script_args.dataset_name, script_args.dataset_config)
+    model, tokenizer, peft_config = model_args.model_name_or_path, None, get_peft_config(model_args)
+    if is_adapter(model):  # e.g. the output of sft_lora.yaml: train that adapter on
+        model, tokenizer = load_adapter_model(model, model_init_kwargs(model_args, training_args))
+        peft_config = None
+        training_args.model_init_kwargs = None
+    else:
+        training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     trainer = GRPOTrainer(
-        model=model_args.model_name_or_path,
+        model=model,
         reward_funcs=[trl_reward.kernel_reward],
         args=training_args,
         train_dataset=dataset[script_args.dataset_train_split],
         eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
-        peft_config=get_peft_config(model_args),
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trl_reward.reset()  # free the in-process sandbox pool's Ray resources (a later pool would wait on them)

@@ -1,4 +1,5 @@
-"""What every training entry point shares: loading a curated dataset, and recording how a model was made."""
+"""What every training entry point shares: loading a curated dataset and the starting model, and recording how
+a model was made."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+ADAPTER_FILE = "adapter_config.json"  # what a LoRA stage saves instead of a model (no config.json)
 
 
 def load_data(name: str, config: str | None = None) -> DatasetDict:
@@ -22,6 +25,41 @@ def load_data(name: str, config: str | None = None) -> DatasetDict:
             )
         return data
     return load_dataset(name, name=config)
+
+
+def model_init_kwargs(model_args: Any, training_args: Any) -> dict[str, Any]:
+    """How TRL's trainers load the model from the recipe (as TRL's own scripts do): ``dtype`` and
+    ``attn_implementation`` of ``ModelConfig``, then the recipe's ``model_init_kwargs`` on top."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    kwargs.update(training_args.model_init_kwargs or {})
+    return kwargs
+
+
+def is_adapter(path: str) -> bool:
+    """Whether `path` is a LoRA stage's output: an adapter on a base model named in it, not a model."""
+    p = Path(path)
+    return (p / ADAPTER_FILE).is_file() and not (p / "config.json").is_file()
+
+
+def load_adapter_model(path: str, init_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """The base model named in the adapter at `path` with that adapter loaded *trainable*, and the tokenizer
+    saved next to it: a LoRA stage that starts from another (SFT LoRA -> GRPO) trains the same adapter on,
+    so its output is again one adapter on the original base."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    kwargs = dict(init_kwargs)
+    if isinstance(kwargs.get("dtype"), str) and kwargs["dtype"] != "auto":
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model = AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=True, **kwargs)
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def as_prompt_completion(rows: Dataset) -> Dataset:

@@ -6,7 +6,8 @@
 
 The dataset is a `kernelrl curate` output directory (its ``train`` split holds ``messages``) or a hub id;
 ``messages`` are split into prompt and answer so the loss falls on the answer only.
-``model_name_or_path: embedded`` is the embedded SmolLM2-135M-Instruct checkpoint.
+``model_name_or_path: embedded`` is the embedded SmolLM2-135M-Instruct checkpoint; the model loads with the
+recipe's ``dtype`` and ``attn_implementation``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from kernelrl.data_pipeline.embedded_model import resolve_model
-from kernelrl.train.recipe_io import as_prompt_completion, load_data, write_model_card
+from kernelrl.train.recipe_io import as_prompt_completion, load_data, model_init_kwargs, write_model_card
 
 
 @dataclass
@@ -26,6 +27,7 @@ class SFTScriptArguments(ScriptArguments):
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
     model_args.model_name_or_path = resolve_model(model_args.model_name_or_path)
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)  # dtype, attention
     dataset = load_data(script_args.dataset_name, script_args.dataset_config)
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
