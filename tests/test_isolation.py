@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -631,3 +632,17 @@ def test_non_root_supervisor_isolates_or_refuses():
     assert secret not in out["attack"] and secret not in out["log_tail"], out["attack"]
     assert "SIGNALLED" not in out["attack"] and "DENIED" in out["attack"], out["attack"]
     assert out["alive"] and out["same_server"] and out["honest"] == "ok", out
+
+
+@needs_bwrap
+def test_the_sandbox_dies_with_bwrap(server):
+    """Last in this file (it kills the module's fork server): nothing of the sandbox outlives bwrap, also
+    where the fork server changed uid (which clears --die-with-parent unless re-armed)."""
+    tree = _descendants(server.proc.pid)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    time.sleep(1.0)
+    alive = [p for p in tree if os.path.exists(f"/proc/{p}") and _state(p)[0] != "Z"]
+    for pid in alive:  # clean up what this test caused, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"sandbox processes outlived bwrap: {alive}"

@@ -29,6 +29,7 @@ import functools
 import os
 import resource
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def bwrap_probe() -> str | None:
             pass_fds=launch.fds,
             env=sandbox_base_env(),
             capture_output=True,
-            timeout=60,
+            timeout=120,
             cwd="/",
         )
     except (OSError, subprocess.SubprocessError) as e:
@@ -398,7 +399,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
-PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -423,14 +424,21 @@ def set_dumpable(on: bool) -> None:
 
 
 def become_fork_server(uid: int, groups: list[int], rebind: list[str]) -> None:
-    """Run by bwrap's PID 1. Leave root for good if we are root, then fork the fork server into a user, mount
-    and PID namespace of its own (where every host mount is locked read-only and where it may later create a
-    PID namespace per candidate). Returns in the fork server; this process only waits for it and exits."""
+    """Run by bwrap's PID 1; returns in the fork server, every process on the way only waits for the next.
+
+    As root: mount /proc, then fork a child that leaves root for good (this process stays uid 0 without a
+    capability, so bwrap's --die-with-parent signal, sent as root, still reaches it). Then, as the sandbox
+    uid, fork the fork server into a user, mount and PID namespace of its own, where every host mount is
+    locked read-only and where it may create a PID namespace per candidate."""
     if os.geteuid() == 0:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        child = os.fork()
+        if child:
+            _capset_empty()
+            _wait_and_exit(child)
         os.setgroups(groups)
         os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)  # from here on no capability over anything outside our namespaces
+        os.setresuid(uid, uid, uid)  # no capability over anything outside our own namespaces from here on
         set_dumpable(True)  # a uid change makes us undumpable, and /proc/self/uid_map root's
     if os.getuid() != uid:
         raise RuntimeError(f"the fork server runs as uid {os.getuid()}, expected the sandbox uid {uid}")
@@ -440,18 +448,26 @@ def become_fork_server(uid: int, groups: list[int], rebind: list[str]) -> None:
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
     set_dumpable(False)
-    pid = os.fork()
-    if pid:
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    if os.getpid() == 1:  # new credentials cleared bwrap's --die-with-parent: re-arm it
+        _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    child = os.fork()
+    if child:
+        _wait_and_exit(child)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _private_mounts(16, rebind)  # a writable /tmp for imports that want one (dill caches gettempdir())
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # shows only us and our jobs
+
+
+def _wait_and_exit(pid: int) -> None:
+    """Wait for `pid` and leave with its status. Should this process die first, being (or living under) bwrap's
+    PID 1, everything below it dies with it."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def new_pid_namespace_for_next_child(own_pid_ns: int) -> None:
@@ -483,6 +499,23 @@ def _private_mounts(tmpfs_mb: int, rebind: list[str]) -> None:
         os.close(fd)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _capset_empty() -> None:
+    """Clear the effective, permitted and inheritable sets (and with them the ambient one)."""
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), (_CapData * 2)()), "capset")
+
+
 def drop_privileges(uid: int | None) -> None:
     """Become the unprivileged sandbox user with no capability at all, for good; raises if that fails.
 
@@ -502,17 +535,7 @@ def drop_privileges(uid: int | None) -> None:
     for cap in range(last + 1):
         _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # fails without CAP_SETPCAP, then there is nothing to drop
 
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [
-            ("effective", ctypes.c_uint32),
-            ("permitted", ctypes.c_uint32),
-            ("inheritable", ctypes.c_uint32),
-        ]
-
-    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
+    _capset_empty()
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     status = Path("/proc/self/status").read_text()
     held = {

@@ -27,7 +27,6 @@ from typing import Any
 
 from kernelrl.sandbox import isolation
 
-JOB_ROOT_BWRAP = "/tmp"
 PR_SET_CHILD_SUBREAPER = 36
 SETUP_OK = b"ok"
 
@@ -108,7 +107,7 @@ def _child(
 
     `setup_w` hears `ok` once the lockdown is complete, or why it failed: the fork server tells the two
     apart from anything the candidate does afterwards (it is closed before candidate code runs)."""
-    code = 70
+    code, report = 70, setup_w
     try:
         from kernelrl.sandbox.isolation import Limits
 
@@ -122,6 +121,7 @@ def _child(
         for target, fd in zip((0, 1, 3, 4), high, strict=True):
             os.dup2(fd, target)
         os.dup2(1, 2)
+        report = 4
         os.closerange(5, 65536)
         isolation.apply_child_limits(limits, cuda=cmd["device"] == "cuda")
         isolation.drop_privileges(cmd.get("uid"))
@@ -137,6 +137,7 @@ def _child(
         seccomp = isolation.apply_seccomp() if cmd.get("seccomp", True) else False
         os.write(4, SETUP_OK)
         os.close(4)
+        report = -1
         if "raw" in cmd:
             code = _run_raw(cmd["raw"])
         else:
@@ -144,7 +145,7 @@ def _child(
 
             code = runner.main(in_fd=0, out_fd=3, seccomp=seccomp)
     except BaseException as e:  # noqa: BLE001 - report anything, then leave
-        for fd in (4, 2):
+        for fd in (report, 2) if report >= 0 else (2,):
             try:
                 os.write(fd, f"kernelrl runner setup failed: {type(e).__name__}: {e}\n".encode())
             except OSError:
