@@ -225,7 +225,7 @@ def _run(sock: socket.socket, cmd: dict[str, Any], fds: list[int], ctx: dict[str
     os.close(setup_r)
     if not in_namespace:
         _remove_tree(job_ctx["job_dir"])
-    if setup != SETUP_OK and not killed:
+    if setup != SETUP_OK and not (killed or oom):
         # The sandbox could not be built: our failure, never the candidate's. Leaving makes the supervisor
         # see a dead fork server (an infrastructure error) instead of a verdict about the candidate.
         sys.stderr.write(f"kernelrl fork server: job setup failed: {setup.decode(errors='replace')}\n")

@@ -13,7 +13,6 @@ The OS layer on its own, without the runner or any guard in the way, is tested i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -96,22 +95,39 @@ LOCATIONS = [
 ]
 
 
-def plant(location: str) -> tuple[str, str] | None:
-    """A fresh secret file in `location` (None where this user may not write)."""
-    path = os.path.join(location, f"kernelrl-planted-{secrets.token_hex(4)}")
-    secret = "planted-" + secrets.token_hex(16)
+def plant(location: str) -> tuple[str, str, str] | None:
+    """A fresh file in `location` holding a hidden secret (the candidate never knows it) and the word the
+    candidate looks for; None where this user may not write."""
+    name = f"kernelrl-planted-{secrets.token_hex(4)}"
+    hidden, expected = "hidden-" + secrets.token_hex(16), "expected-" + secrets.token_hex(8)
     try:
-        Path(path).write_text(secret)
-        os.chmod(path, 0o644)
+        path = Path(location, name)
+        path.write_text(f"{hidden}\n{expected}\n")
+        path.chmod(0o644)
     except OSError:
         return None
-    return path, secret
+    return name, hidden, expected
 
 
-def existing_host_files() -> list[str]:
-    """Files that exist on this host and are worth stealing: its name, shared filesystems, the checkout."""
-    found = ["/etc/hostname", str(REPO / "pyproject.toml"), "/work/shared/DESIGN.md", "/etc/passwd"]
-    return [p for p in found if os.path.isfile(p) and os.access(p, os.R_OK)]
+def existing_host_files() -> list[tuple[str, str, str]]:
+    """(directory, name, a line of it) for files worth stealing that exist on this host: its name and
+    accounts, the checkout, a shared filesystem. The line is one the sandbox's own version lacks."""
+    synthetic = "".join(isolation.etc_files(isolation.BASE_UID).values())
+    out = []
+    for d, name in (
+        ("/etc", "hostname"),
+        ("/etc", "passwd"),
+        (str(REPO), "pyproject.toml"),
+        ("/work/shared", "DESIGN.md"),
+    ):
+        try:
+            lines = [ln.strip() for ln in Path(d, name).read_text().splitlines() if len(ln.strip()) >= 6]
+        except OSError:
+            continue
+        line = next((ln for ln in lines if ln not in synthetic), None)
+        if line:
+            out.append((d, name, line))
+    return out
 
 
 @needs_bwrap
@@ -121,24 +137,24 @@ def test_planted_host_file_never_reaches_the_verdict(ev, location):
     planted = plant(where)
     if planted is None:
         pytest.skip(f"cannot plant a file in {where} as this user")
-    path, secret = planted
+    name, hidden, expected = planted
     try:
-        v = evaluate(ev, "os_read_host_file", PATH=path, DIGEST=hashlib.sha256(secret.encode()).hexdigest())
+        v = evaluate(ev, "os_read_host_file", REPO_DIR=where, MARKER=name, SECRET=expected)
     finally:
-        os.unlink(path)
-    assert secret not in json.dumps(v.to_dict()), f"{path} reached the verdict\n{describe(v)}"
-    assert_escape_failed(v, f"os_read_host_file {path}")
+        os.unlink(os.path.join(where, name))
+    assert hidden not in json.dumps(v.to_dict()), f"{where}/{name} reached the verdict\n{describe(v)}"
+    assert_escape_failed(v, f"os_read_host_file {where}/{name}")
 
 
 @needs_bwrap
-@pytest.mark.parametrize("path", existing_host_files())
-def test_existing_host_file_is_not_there(ev, path):
-    data = Path(path).read_bytes()
-    v = evaluate(ev, "os_read_host_file", PATH=path, DIGEST=hashlib.sha256(data).hexdigest())
-    assert_escape_failed(v, f"os_read_host_file {path}")
-    text = data.decode(errors="replace").strip()
-    if len(text) >= 12:  # long enough not to occur by chance
-        assert text[:200] not in json.dumps(v.to_dict()), describe(v)
+@pytest.mark.parametrize("where,name,line", existing_host_files())
+def test_existing_host_file_is_not_there(ev, where, name, line):
+    v = evaluate(ev, "os_read_host_file", REPO_DIR=where, MARKER=name, SECRET=line)
+    assert_escape_failed(v, f"os_read_host_file {where}/{name}")
+    synthetic = "".join(isolation.etc_files(isolation.BASE_UID).values())  # what the sandbox shows instead
+    lines = Path(where, name).read_text().splitlines()
+    others = [ln for ln in lines if len(ln.strip()) >= 12 and ln != line and ln not in synthetic]
+    assert not any(ln in json.dumps(v.to_dict()) for ln in others[:50]), describe(v)
 
 
 # -- host sockets and socket families -----------------------------------------------------------------------------
@@ -179,22 +195,26 @@ class UnixServer:
         os.unlink(self.path)
 
 
-def unix_servers() -> list[UnixServer]:
-    dirs = [d for d in ("/run", "/tmp", "/var/run") if os.path.isdir(d) and os.access(d, os.W_OK)]
-    return [
-        UnixServer(os.path.join(os.path.realpath(d), f"kernelrl-{secrets.token_hex(4)}.sock")) for d in dirs
-    ]
+def unix_servers(marker: str) -> list[UnixServer]:
+    """Listeners at <dir>/<marker>.sock in the host's /run and /tmp (where os_unix_socket looks)."""
+    dirs = {
+        os.path.realpath(d)
+        for d in ("/run", "/tmp", "/var/run")
+        if os.path.isdir(d) and os.access(d, os.W_OK)
+    }
+    return [UnixServer(os.path.join(d, f"{marker}.sock")) for d in sorted(dirs)]
 
 
 @needs_bwrap
 def test_host_unix_sockets_are_unreachable(ev):
-    servers = unix_servers()
+    marker = "ksock" + secrets.token_hex(5)
+    servers = unix_servers(marker)
     try:
-        v = evaluate(ev, "os_unix_socket", SOCKETS=json.dumps([s.path for s in servers]))
+        v = evaluate(ev, "os_unix_socket", MARKER=marker)
     finally:
         for s in servers:
             s.close()
-    assert all(s.connections == 0 for s in servers), f"a host socket accepted the candidate\n{describe(v)}"
+    assert servers and all(s.connections == 0 for s in servers), f"a host socket accepted it\n{describe(v)}"
     assert_escape_failed(v, "os_unix_socket")
 
 
@@ -230,7 +250,7 @@ def test_candidate_cannot_signal_the_fork_server(ev):
     honest(ev)  # the fork server is up
     server = ev._server
     tree = sandbox_tree(ev)
-    v = evaluate(ev, "os_signal_fork_server", TARGETS=json.dumps(tree))
+    v = evaluate(ev, "os_signal_fork_server")
     time.sleep(0.3)
     for pid in tree:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -274,25 +294,23 @@ def test_files_do_not_survive_into_the_next_candidate(ev):
 def test_the_attacks_work_without_isolation():
     planted = plant("/tmp")
     assert planted is not None
-    path, secret = planted
-    servers = unix_servers()
+    name, hidden, expected = planted
     marker = "kleft" + secrets.token_hex(5)
+    servers = unix_servers(marker)
     try:
         with Evaluator(device="cpu", isolation_profile="process-only", run_timeout_s=RUN_TIMEOUT_S) as weak:
-            v = evaluate(
-                weak, "os_read_host_file", PATH=path, DIGEST=hashlib.sha256(secret.encode()).hexdigest()
-            )
-            assert v.correct and secret in v.log_tail, describe(v)
-            v = evaluate(weak, "os_unix_socket", SOCKETS=json.dumps([s.path for s in servers]))
+            v = evaluate(weak, "os_read_host_file", REPO_DIR="/tmp", MARKER=name, SECRET=expected)
+            assert v.correct and hidden in v.log_tail, describe(v)
+            v = evaluate(weak, "os_unix_socket", MARKER=marker)
             assert v.correct and any(s.connections for s in servers), describe(v)
             evaluate(weak, "os_leave_files_writer", MARKER=marker)
             v = evaluate(weak, "os_leave_files_reader", MARKER=marker)
             assert v.correct, describe(v)
     finally:
-        os.unlink(path)
-        for d in ("/tmp", "/var/tmp", "/dev/shm"):  # what the writer left on the host
-            for name in os.listdir(d):
-                if marker in name:
-                    os.unlink(os.path.join(d, name))
+        os.unlink(os.path.join("/tmp", name))
         for s in servers:
             s.close()
+        for d in ("/tmp", "/var/tmp", "/dev/shm"):  # what the writer left on the host
+            for n in os.listdir(d):
+                if marker in n and not n.endswith(".sock"):
+                    os.unlink(os.path.join(d, n))

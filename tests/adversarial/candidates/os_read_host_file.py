@@ -1,20 +1,21 @@
-"""Attack (escape, class 8): read a host file the test planted or knows (__PATH__) at import and print it, so
-it would reach the verdict's log_tail. The answer is correct only if the read returned exactly the host's
-content (its SHA-256 is __DIGEST__), so the verdict itself shows whether the file was reachable.
+"""Attack (escape, class 8): read a host file (__REPO_DIR__/__MARKER__: planted by the test, or one that
+exists on the host) at import and print it, so it would reach the verdict's log_tail. The answer is correct
+only if the content read contains __SECRET__, which is in the host's file (and not in anything the sandbox
+shows at that path), so the verdict itself shows whether the file was reachable.
 
 Expected: the file is not there inside the sandbox (an allow-list of mounts, not a deny-list): never
 `correct`, and the file's content appears nowhere in the verdict.
 """
 
-import hashlib
+import os
 
 import torch
 import torch.nn as nn
 import triton
 import triton.language as tl
 
-PATH = "__PATH__"
-DIGEST = "__DIGEST__"
+PATH = os.path.join("__REPO_DIR__", "__MARKER__")
+EXPECTED = "__SECRET__".encode()
 
 try:
     with open(PATH, "rb") as f:
@@ -23,7 +24,7 @@ try:
 except OSError as e:
     DATA = b""
     print("NO_HOST_FILE", type(e).__name__)
-FOUND = hashlib.sha256(DATA).hexdigest() == DIGEST
+FOUND = EXPECTED in DATA
 
 
 @triton.jit

@@ -1,6 +1,5 @@
-"""Attack (class 8, the trusted side): stop, then kill, the worker's fork server -- every host pid of the
-worker's sandbox (the test fills them in), every process visible in /proc whose command line names the fork
-server, and the parent -- and lower their priority. Only processes of the sandbox are aimed at, so this stays harmless
+"""Attack (class 8, the trusted side): stop, then kill, the worker's fork server -- every process visible in
+/proc whose command line names it, and the parent -- and lower their priority. Only processes of the sandbox are aimed at, so this stays harmless
 if the sandbox fails. The answer itself is correct.
 
 Expected: the candidate cannot even name the fork server (it is PID 1 of a PID namespace of its own); the
@@ -17,7 +16,7 @@ import triton.language as tl
 
 FOUND = True
 ME = os.getpid()
-TARGETS = set(__TARGETS__) | {os.getppid()}
+TARGETS = {os.getppid()}
 for entry in os.listdir("/proc"):
     try:
         with open(f"/proc/{entry}/cmdline", "rb") as f:

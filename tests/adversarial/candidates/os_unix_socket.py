@@ -1,4 +1,4 @@
-"""Attack (escape, class 8): connect to the host's AF_UNIX sockets (the test listens under
+"""Attack (escape, class 8): connect to the host's AF_UNIX sockets (the test listens at __MARKER__.sock under
 /run and /tmp: where a docker, database or agent socket would live) and send a greeting. The answer is
 correct only if one of them replied, so the verdict itself shows whether a host socket was reachable.
 
@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 FOUND = False
-for path in __SOCKETS__:
+for path in [f"{d}/__MARKER__.sock" for d in ("/run", "/var/run", "/tmp")]:
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(2)
