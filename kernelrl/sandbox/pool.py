@@ -3,11 +3,13 @@
 A dispatcher thread keeps every worker busy (each gets its next pair the moment it finishes), serves repeats
 from a cache keyed by (problem id, candidate hash, device kind, protocol version), retries a pair once when
 a worker dies, and answers `infra_error` rather than dropping a pair. A worker whose candidate hit a fatal
-CUDA error is restarted by Ray before it takes more work, since its GPU context may be poisoned.
+CUDA error is restarted by Ray before it takes more work, since its GPU context may be poisoned. Waiting for
+a worker to come back happens on a thread of its own: the others keep serving meanwhile.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import threading
@@ -23,6 +25,12 @@ from kernelrl.sandbox.candidate import extract_candidate
 from kernelrl.sandbox.problem import Problem, ProblemError
 from kernelrl.sandbox.supervisor import detect_device
 from kernelrl.sandbox.verdict import PROTOCOL_VERSION, Verdict
+
+
+def _evaluator_default(name: str) -> Any:
+    from kernelrl.sandbox.supervisor import Evaluator
+
+    return inspect.signature(Evaluator).parameters[name].default
 
 
 @dataclass
@@ -93,6 +101,10 @@ class SandboxPool:
             )
         if num_workers < 1:
             raise ValueError("a sandbox pool needs at least one worker")
+        # Secret seeds are drawn here, one set per call: as many as the Evaluator would draw itself.
+        self.n_seeds = int(evaluator_kwargs.get("n_seeds", _evaluator_default("n_seeds")))
+        if self.n_seeds < 1:
+            raise ValueError(f"n_seeds must be at least 1, got {self.n_seeds}")
         gpu = 1 if self.device == "cuda" else 0
         # More CPU workers than cores is allowed (they mostly wait on their children): share the cores out.
         cpus = 0 if gpu else min(1.0, resources.get("CPU", 1) / num_workers)
@@ -106,6 +118,8 @@ class SandboxPool:
         self.restarts = 0
         self._lock = threading.Lock()
         self._queue: deque[_Job] = deque()
+        self._idle: list[int] = list(range(num_workers))
+        self._recovering: set[int] = set()
         self._inflight: dict[tuple, Future] = {}
         self._wake = threading.Event()
         self._closed = False
@@ -132,7 +146,7 @@ class SandboxPool:
             )
         if self._closed:
             raise RuntimeError("the sandbox pool is closed")
-        seeds = [secrets.randbelow(1 << 31) for _ in range(3)]
+        seeds = [secrets.randbelow(1 << 31) for _ in range(self.n_seeds)]
         futures: list[Future] = []
         with self._lock:
             for p, c in zip(problems, completions, strict=True):
@@ -154,13 +168,13 @@ class SandboxPool:
         return futures
 
     def _dispatch(self) -> None:
-        """Keep every worker busy: each gets the next job the moment it finishes one."""
-        idle = list(range(len(self.workers)))
+        """Keep every worker busy: each gets the next job the moment it finishes one. Never waits for a
+        worker to come back: that happens on a recovery thread, which returns the worker when it serves."""
         running: dict[Any, tuple[_Job, int]] = {}
         while not self._closed:
             with self._lock:
-                while self._queue and idle:
-                    job, w = self._queue.popleft(), idle.pop()
+                while self._queue and self._idle:
+                    job, w = self._queue.popleft(), self._idle.pop()
                     ref = self.workers[w].evaluate.remote(job.problem, job.completion, job.seeds)
                     running[ref] = (job, w)
             if not running:
@@ -171,17 +185,22 @@ class SandboxPool:
             for ref in done:
                 job, w = running.pop(ref)
                 try:
-                    verdict = self._finish(ref, job, w)
+                    verdict, recovery = self._finish(ref, job)
                 except Exception as e:  # the dispatcher must never die with callers waiting
-                    verdict = Verdict("infra_error", device=self.device, error=f"pool: {e!r}")
-                idle.append(w)
+                    verdict, recovery = Verdict("infra_error", device=self.device, error=f"pool: {e!r}"), None
+                if recovery is None:
+                    with self._lock:
+                        self._idle.append(w)
+                else:  # a job that lost its worker is retried by that worker once it is back
+                    self._recover(w, recovery, retry=job if verdict is None else None)
                 if verdict is not None:
                     self._resolve(job, verdict)
         for job, _ in running.values():
             self._resolve(job, Verdict("infra_error", device=self.device, error="sandbox pool closed"))
 
-    def _finish(self, ref: Any, job: _Job, w: int) -> Verdict | None:
-        """The verdict of a finished task, or None when the job went back in the queue for a retry."""
+    def _finish(self, ref: Any, job: _Job) -> tuple[Verdict | None, str | None]:
+        """The verdict of a finished task (None when the job went back in the queue for a retry), and what
+        its worker needs before it takes more work: nothing, "revive" (it died) or "restart"."""
         try:
             verdict = Verdict.from_dict(ray.get(ref))
         except (
@@ -190,20 +209,45 @@ class SandboxPool:
             ray.exceptions.ActorUnavailableError,
         ) as e:
             job.attempts += 1
-            self._await_alive(w)  # Ray is bringing it back; a retry sent now would fail at once
             if job.attempts < 2:
-                with self._lock:
-                    self._queue.appendleft(job)
-                return None
+                return None, "revive"
+            error = f"worker failed twice: {type(e).__name__}"
             return Verdict(
-                "infra_error",
-                device=self.device,
-                error=f"worker failed twice: {type(e).__name__}",
-                problem_id=job.problem.id,
-            )
+                "infra_error", device=self.device, error=error, problem_id=job.problem.id
+            ), "revive"
         if verdict.error and verdict.error.startswith("fatal CUDA error"):
-            self._restart(w)
-        return verdict
+            return verdict, "restart"
+        return verdict, None
+
+    def _recover(self, w: int, kind: str, retry: _Job | None = None) -> None:
+        """Bring worker `w` back on a thread of its own, then hand it to the dispatcher again, with `retry`
+        first in the queue (the dispatcher hands the last worker back the first job: it goes to `w`)."""
+
+        def run() -> None:
+            try:
+                if kind == "restart":
+                    self._restart(w)
+                else:
+                    self._await_alive(w)  # Ray is bringing it back; work sent before that would fail at once
+            except Exception:  # noqa: BLE001 - a worker that cannot come back fails its next pair: infra_error
+                pass
+            finally:
+                with self._lock:
+                    self._recovering.discard(w)
+                    closed = self._closed
+                    if not closed:
+                        if retry is not None:
+                            self._queue.appendleft(retry)
+                        self._idle.append(w)
+                if closed and retry is not None:
+                    self._resolve(
+                        retry, Verdict("infra_error", device=self.device, error="sandbox pool closed")
+                    )
+                self._wake.set()
+
+        with self._lock:
+            self._recovering.add(w)
+        threading.Thread(target=run, name=f"sandbox-pool-recover-{w}", daemon=True).start()
 
     def _resolve(self, job: _Job, verdict: Verdict) -> None:
         with self._lock:
@@ -219,12 +263,13 @@ class SandboxPool:
         old = self._await_alive(w)
         ray.kill(self.workers[w], no_restart=False)
         self._await_alive(w, not_pid=old)
-        self.restarts += 1
+        with self._lock:
+            self.restarts += 1
 
     def _await_alive(self, w: int, not_pid: int | None = None, timeout_s: float = 120.0) -> int | None:
         """The worker's pid once it answers (and is not `not_pid`); None if it never does in time."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._closed:
             try:
                 pid = ray.get(self.workers[w].pid.remote(), timeout=10)
                 if pid != not_pid:
@@ -250,6 +295,11 @@ class SandboxPool:
         for w in self.workers:
             ray.kill(w, no_restart=True)
         self.workers = []
+
+    @property
+    def recovering(self) -> int:
+        """Workers being brought back (not serving meanwhile)."""
+        return len(self._recovering)
 
     def __enter__(self) -> SandboxPool:
         return self

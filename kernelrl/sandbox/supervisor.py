@@ -11,6 +11,7 @@ import math
 import os
 import random
 import secrets
+import select
 import selectors
 import signal
 import socket
@@ -74,10 +75,17 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-class ReferenceProcess:
-    """Client of `python -m kernelrl.sandbox.reference` over its stdin/stdout."""
+REFERENCE_TIMEOUT_S = 300.0  # one request (plan, or prepare with GPU timing); a hang is the problem's fault
 
-    def __init__(self, device: str) -> None:
+
+class ReferenceTimeout(ProblemError):
+    """The problem's own code did not answer in time; its process was killed and is replaced on next use."""
+
+
+class ReferenceProcess:
+    """Client of `python -m kernelrl.sandbox.reference` over its stdin/stdout, with a deadline per request."""
+
+    def __init__(self, device: str, timeout_s: float = REFERENCE_TIMEOUT_S) -> None:
         env = {**_base_env(), "HOME": tempfile.gettempdir()}
         if device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -89,24 +97,38 @@ class ReferenceProcess:
             env=env,
             start_new_session=True,
         )
+        self.timeout_s = timeout_s
         self.reader = FrameReader()
         self.pending: list[tuple[dict[str, Any], bytes]] = []
 
     def request(self, header: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        """The reply and its payloads; ReferenceTimeout (a ProblemError) when they take over `timeout_s`."""
         assert self.proc.stdin and self.proc.stdout
+        deadline = time.monotonic() + self.timeout_s
         try:
             self.proc.stdin.write(pack(header))
             self.proc.stdin.flush()
-            reply = self._next()[0]
-            payloads = [self._next()[1] for _ in range(reply.get("n_payloads", 0))]
+            reply = self._next(deadline, header)[0]
+            payloads = [self._next(deadline, header)[1] for _ in range(reply.get("n_payloads", 0))]
+        except ReferenceTimeout:
+            raise
         except (OSError, ValueError) as e:
             raise InfraError(f"reference process failed: {e}") from None
         return reply, payloads
 
-    def _next(self) -> tuple[dict[str, Any], bytes]:
+    def _next(self, deadline: float, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         assert self.proc.stdout
+        fd = self.proc.stdout.fileno()
         while not self.pending:
-            chunk = self.proc.stdout.read1(1 << 20)  # type: ignore[attr-defined]
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.close()
+                raise ReferenceTimeout(
+                    f"the problem's reference code did not answer a {header.get('cmd')!r} request within "
+                    f"{self.timeout_s:.0f} s (it hangs or is far too slow on these shapes); its process was "
+                    "killed and is replaced for the next request"
+                )
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 raise InfraError("reference process exited")
             self.pending += self.reader.feed(chunk)
@@ -133,19 +155,22 @@ class ForkServer:
             env["KERNELRL_JOB_ROOT"] = self.tmp.name
             os.chmod(self.tmp.name, 0o711)
         self.errlog = open(os.path.join(self.tmp.name, "zygote.log"), "wb")  # noqa: SIM115
-        cmd = isolation.zygote_command(profile, limits, gpu=device == "cuda")
-        self.proc = subprocess.Popen(
-            cmd,
-            pass_fds=[child.fileno()],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.errlog,
-            stderr=self.errlog,
-            start_new_session=True,
-            cwd="/",
-        )
-        child.close()
-        self.uid = isolation.BASE_UID + slot if os.geteuid() == 0 else None
+        self.uid = isolation.sandbox_uid(slot)
+        launch = isolation.zygote_launch(profile, limits, gpu=device == "cuda", uid=self.uid)
+        try:
+            self.proc = subprocess.Popen(
+                launch.cmd,
+                pass_fds=[child.fileno(), *launch.fds],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self.errlog,
+                stderr=self.errlog,
+                start_new_session=True,
+                cwd="/",
+            )
+        finally:
+            launch.close()
+            child.close()
         self.sock.settimeout(120)
         try:
             ready = json.loads(self.sock.recv(1 << 16) or b"{}")
