@@ -8,7 +8,9 @@ escape failed, whatever else (static flags, a capability guard that stops the ca
 the status. `test_the_attacks_work_without_isolation` runs some of them under the weak `process-only`
 profile, where they do get a correct answer: the candidates are wired right and these tests can fail.
 
-The OS layer on its own, without the runner or any guard in the way, is tested in tests/test_isolation.py.
+The capability guards would refuse every one of these before it runs, so the evaluators here have them off
+(`capability_guards=False`): the payloads really execute and only the OS layer stands in their way. The OS
+layer without the runner in the way at all is tested in tests/test_isolation.py.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def honest(ev) -> None:
 
 @pytest.fixture(scope="module")
 def ev():
-    e = Evaluator(device="cpu", run_timeout_s=RUN_TIMEOUT_S)
+    e = Evaluator(device="cpu", run_timeout_s=RUN_TIMEOUT_S, capability_guards=False)
     yield e
     e.close()
     print("\nisolation verdicts:\n" + "\n".join(f"  {k:44s} {s}" for k, s in SUMMARY.items()))
@@ -298,7 +300,12 @@ def test_the_attacks_work_without_isolation():
     marker = "kleft" + secrets.token_hex(5)
     servers = unix_servers(marker)
     try:
-        with Evaluator(device="cpu", isolation_profile="process-only", run_timeout_s=RUN_TIMEOUT_S) as weak:
+        with Evaluator(
+            device="cpu",
+            isolation_profile="process-only",
+            run_timeout_s=RUN_TIMEOUT_S,
+            capability_guards=False,
+        ) as weak:
             v = evaluate(weak, "os_read_host_file", REPO_DIR="/tmp", MARKER=name, SECRET=expected)
             assert v.correct and hidden in v.log_tail, describe(v)
             v = evaluate(weak, "os_unix_socket", MARKER=marker)
