@@ -4,9 +4,12 @@ the sandbox, and the table, summary and reward curve come out of the run."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import datasets
 import pytest
 import ray
+import yaml
 
 from kernelrl.cli import build_parser
 from kernelrl.data_pipeline.generate import generate_problems
@@ -16,11 +19,21 @@ from kernelrl.train import demo
 
 def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "ANSWER_TOKENS", 24)  # toy generations; the real demo uses full answers
+    recipes = tmp_path / "recipes"  # the learning run's recipe at toy size: 2 completions per step
+    shutil.copytree(demo.RECIPES, recipes)
+    long = recipes / "smollm2-135m" / "grpo_long.yaml"
+    long.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load(long.read_text()), "num_generations": 2, "per_device_train_batch_size": 2}
+        )
+    )
+    monkeypatch.setattr(demo, "RECIPES", recipes)
+    out = tmp_path / "demo"
     args = build_parser().parse_args(
         [
             "demo",
             "--out",
-            str(tmp_path),
+            str(out),
             "--train",
             "4",
             "--heldout",
@@ -29,6 +42,11 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
             "1",
             "--grpo-steps",
             "1",
+            "--rl",
+            "--rl-problems",
+            "2",
+            "--rl-steps",
+            "8",
         ]
     )
     assert args.func is demo.cmd_demo
@@ -41,12 +59,27 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     for row in result["table"].values():
         assert 0.0 <= row["compile_rate"] <= 1.0 and row["mean_reward"] is not None
     assert [s for s, _ in result["reward_curve"]] == [1]  # one GRPO step, its reward logged
-    assert (tmp_path / "reward_curve.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "demo_summary.json").read_text())["table"] == result["table"]
-    assert (tmp_path / "sft" / "config.json").is_file()
-    held = [json.loads(line)["spec"]["ops"] for line in (tmp_path / "heldout" / "specs.jsonl").open()]
+    assert (out / "reward_curve.png").stat().st_size > 1000
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["table"] == result["table"]
+    assert (out / "sft" / "config.json").is_file()
+    held = [json.loads(line)["spec"]["ops"] for line in (out / "heldout" / "specs.jsonl").open()]
     trained = [g.spec["ops"] for g in generate_problems(4, seed=0, categories=["elementwise"])]
     assert len(held) == 1 and held[0] not in trained  # held out: no training op chain at other sizes
+
+    # --rl: the learning run on fresh problems (no training or held-out chain), its quarter test and table
+    rl = result["rl"]
+    assert [s for s, _ in rl["reward_curve"]] == list(range(1, 9))
+    rewards = [r for _, r in rl["reward_curve"]]
+    assert rl["quarters"]["quarter_steps"] == 2
+    assert rl["quarters"]["diff"] == pytest.approx(sum(rewards[-2:]) / 2 - sum(rewards[:2]) / 2)
+    assert set(rl["table"]) == {"sft", "grpo_long"} and (out / "rl_reward_curve.png").stat().st_size > 1000
+    assert rl["step_seconds"]["time/generate"] > 0 and rl["step_seconds"]["time/reward"] > 0
+    assert json.loads((out / "rl_summary.json").read_text())["quarters"] == rl["quarters"]
+    fresh = datasets.load_from_disk(str(out / "rl_data"))["rl"]
+    assert len(fresh) == 2 and not {p for p in fresh["problem"]} & {
+        p.read_text() for p in (out / "heldout").glob("*/*.py")
+    }
 
 
 def test_demo_refuses_sizes_that_are_not_positive(capsys):

@@ -129,3 +129,25 @@ def test_bad_input_is_a_clear_error(kwargs, match):
     args = {"prompts": [[{"role": "user", "content": "hi"}]], **kwargs}
     with pytest.raises(GenerationError, match=match):
         generate(**args)
+
+
+def test_a_lora_adapter_generates_as_its_merged_model(tiny_model_dir, tmp_path):
+    """A LoRA stage's output (adapter only, no config.json) is a model for evaluation: loaded on its base
+    and merged, it answers exactly what the merged model saved as a full checkpoint answers; vLLM says why not."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)  # not a no-op
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    tok.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    tok.save_pretrained(tmp_path / "merged")
+    prompts = [[{"role": "user", "content": "relu"}]]
+    got = generate(str(tmp_path / "adapter"), prompts, n=1, max_new_tokens=12, temperature=0.0)
+    assert got == generate(str(tmp_path / "merged"), prompts, n=1, max_new_tokens=12, temperature=0.0)
+    assert got != generate(str(tiny_model_dir), prompts, n=1, max_new_tokens=12, temperature=0.0)
+    with pytest.raises(GenerationError, match="is a LoRA adapter: backend 'vllm' needs a merged model"):
+        generate(str(tmp_path / "adapter"), prompts, n=1, max_new_tokens=4, backend="vllm")

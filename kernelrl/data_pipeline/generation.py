@@ -44,11 +44,17 @@ def generate(
     if not prompts:
         return []
     if backend == "auto":
-        backend = "vllm" if isinstance(model, str) and _vllm_usable() else "transformers"
+        vllm_ok = isinstance(model, str) and _vllm_usable() and not _is_adapter(resolve_model(model))
+        backend = "vllm" if vllm_ok else "transformers"
     if backend == "vllm":
         if not isinstance(model, str):
             raise GenerationError("backend 'vllm' needs a model name or path, not an in-memory model")
-        return _generate_vllm(_checked_path(model), prompts, n, max_new_tokens, temperature, top_p, seed)
+        path = _checked_path(model)
+        if _is_adapter(path):
+            raise GenerationError(
+                f"{path} is a LoRA adapter: backend 'vllm' needs a merged model (use 'transformers')"
+            )
+        return _generate_vllm(path, prompts, n, max_new_tokens, temperature, top_p, seed)
     pair = _load(model) if isinstance(model, str) else model
     return _generate_hf(*pair, prompts, n, max_new_tokens, temperature, top_p, seed, batch_size)
 
@@ -103,23 +109,39 @@ def _checked_path(name: str) -> str:
     """Resolve the name; a local path must hold a checkpoint (hub ids are left to the loader)."""
     path = os.path.expanduser(resolve_model(name))
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise GenerationError(f"model dir {path} has no config.json: not a Hugging Face checkpoint")
+        if not os.path.isfile(os.path.join(path, "config.json")) and not _is_adapter(path):
+            raise GenerationError(
+                f"model dir {path} has no config.json (nor adapter_config.json): not a Hugging Face checkpoint"
+            )
     elif path.startswith(("/", "./", "../", "~")):
         raise GenerationError(f"model path {path} does not exist")
     return path
 
 
+def _is_adapter(path: str) -> bool:
+    """A LoRA stage's output: an adapter on the base model it names, no `config.json` of its own."""
+    return os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
+        os.path.join(path, "config.json")
+    )
+
+
 def _load(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load tokenizer and model once per call: float32 on CPU, the checkpoint's own dtype on GPU."""
+    """Load tokenizer and model once per call: float32 on CPU, the checkpoint's own dtype on GPU; a LoRA
+    adapter is loaded on its base and merged into it (generation then costs what the base model costs)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _checked_path(name)
     cuda = torch.cuda.is_available()
+    dtype = "auto" if cuda else torch.float32
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if cuda else torch.float32)
+        if _is_adapter(path):
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as e:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise GenerationError(f"cannot load model {name!r}: {first}") from None

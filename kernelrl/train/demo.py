@@ -1,7 +1,9 @@
 """The end-to-end demo on the embedded model and a CPU: curate -> SFT -> GRPO -> evaluate base, SFT and GRPO
-on held-out generated problems, then one table and the GRPO reward curve.
+on held-out generated problems, then one table and the GRPO reward curve. `--rl` goes on with a longer GRPO
+run (`recipes/smollm2-135m/grpo_long.yaml`, on fresh problems) and tests whether it learned.
 
-    kernelrl demo [--out outputs/demo] [--train 48] [--heldout 6] [--sft-steps 24] [--grpo-steps 2]
+    kernelrl demo [--out outputs/demo] [--train 48] [--heldout 12] [--sft-steps 24] [--grpo-steps 2]
+    kernelrl demo --rl [--rl-problems 4] [--rl-steps 16]      (the demo, then the learning run)
     python -m kernelrl.train.demo ...                         (the same)
 
 Every stage reuses the real entry points and recipes (`recipes/data/demo_cpu.yaml`,
@@ -45,9 +47,8 @@ def main(args: argparse.Namespace) -> dict:
     trained = generate_problems(source.n, seed=source.seed, categories=source.categories)
     train_ops = {json.dumps(g.spec["ops"]) for g in trained}
     held = generate_problems(4 * args.heldout, seed=source.seed + 1000, categories=source.categories)
-    write_problems(
-        [g for g in held if json.dumps(g.spec["ops"]) not in train_ops][: args.heldout], out / "heldout"
-    )
+    held = [g for g in held if json.dumps(g.spec["ops"]) not in train_ops][: args.heldout]
+    write_problems(held, out / "heldout")
 
     t = time.monotonic()
     if not (out / "sft" / "config.json").is_file():  # a rerun skips finished stages
@@ -114,7 +115,96 @@ def main(args: argparse.Namespace) -> dict:
         + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
         + f"; total {sum(times.values()):.0f}"
     )
+    if args.rl:
+        seen = train_ops | {json.dumps(g.spec["ops"]) for g in held}
+        result["rl"] = learning_run(args, out, source.seed, source.categories, seen)
     return result
+
+
+def learning_run(
+    args: argparse.Namespace, out: Path, seed: int, categories: list[str], seen: set[str]
+) -> dict:
+    """The longer GRPO run from the demo's SFT model: `grpo_long.yaml` on fresh problems (no training or held-out
+    op chain), then the quarter test on its per-step rewards and the held-out evaluation against SFT."""
+    from datasets import Dataset, DatasetDict
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    from kernelrl.data_pipeline.prompts import build_prompt
+    from kernelrl.train import grpo, learning_curve
+
+    times: dict[str, float] = {}
+    fresh = generate_problems(8 * args.rl_problems, seed=seed + 2000, categories=categories)
+    fresh = [g for g in fresh if json.dumps(g.spec["ops"]) not in seen][: args.rl_problems]
+    rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in fresh]
+    DatasetDict({"rl": Dataset.from_list(rows)}).save_to_disk(str(out / "rl_data"))
+
+    t = time.monotonic()
+    run = out / "grpo_long"
+    if not list(run.glob("checkpoint-*/trainer_state.json")):
+        grpo.main(
+            *TrlParser((grpo.GRPOScriptArguments, GRPOConfig, ModelConfig)).parse_args_and_config(
+                args=[
+                    *("--config", str(RECIPES / "smollm2-135m" / "grpo_long.yaml")),
+                    *("--model_name_or_path", str(out / "sft"), "--dataset_name", str(out / "rl_data")),
+                    *("--output_dir", str(run), "--max_steps", str(args.rl_steps)),
+                    *("--save_steps", str(args.rl_steps), "--max_completion_length", str(ANSWER_TOKENS)),
+                ]
+            )
+        )
+    times["grpo"] = time.monotonic() - t
+
+    t = time.monotonic()
+    models = {"sft": str(out / "sft"), "grpo_long": str(run)}
+    summary = evaluate(
+        EvalConfig(
+            models=list(models.values()),
+            problems=str(out / "heldout"),
+            samples=1,
+            temperature=0.0,
+            max_new_tokens=ANSWER_TOKENS,
+            one_shot=False,
+            batch_size=len(list((out / "heldout").glob("*/*.py"))),
+            device="cpu",
+            workers=2,
+            timeout=60,
+            out=str(out / "eval_rl"),
+        )
+    )
+    times["eval"] = time.monotonic() - t
+    curve = learning_curve.step_rewards(run)
+    test = learning_curve.quarter_test([r for _, r in curve])
+    learning_curve.plot(
+        curve, out / "rl_reward_curve.png", title="GRPO training reward (embedded model, CPU)"
+    )
+    table = {}
+    for label, name in models.items():
+        m = summary["models"][name]["overall"]
+        table[label] = {k: m.get(k) for k in ("compile_rate", "correctness", "mean_reward")}
+    state = json.loads(sorted(run.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    steps = [h for h in state["log_history"] if "reward" in h]
+    where = {k: _mean([h.get(k) for h in steps]) for k in ("step_time", "time/generate", "time/reward")}
+    result = {
+        "quarters": test,
+        "table": table,
+        "reward_curve": curve,
+        "seconds": times,
+        "step_seconds": where,
+    }
+    (out / "rl_summary.json").write_text(json.dumps(result, indent=2, default=str))
+    print(
+        f"\nGRPO reward, first quarter {test['first_mean']:.3f} ± {test['first_se']:.3f}, last quarter "
+        f"{test['last_mean']:.3f} ± {test['last_se']:.3f}: difference {test['diff']:+.3f} = {test['z']:.1f} SE"
+    )
+    print(f"\n{'model':<10} {'compile':>8} {'correct':>8} {'reward':>8}")
+    for label, r in table.items():
+        print(f"{label:<10} {_f(r['compile_rate']):>8} {_f(r['correctness']):>8} {_f(r['mean_reward']):>8}")
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    return result
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
 
 
 def _f(x: float | None) -> str:
@@ -147,11 +237,18 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="outputs/demo", help="output directory (a rerun skips finished stages)")
     p.add_argument("--train", type=_positive, default=48, help="generated training problems")
     p.add_argument(
-        "--heldout", type=_positive, default=6, help="held-out generated problems for the evaluation"
+        "--heldout", type=_positive, default=12, help="held-out generated problems for the evaluation"
     )
     p.add_argument("--sft-steps", type=_positive, default=24, help="SFT optimizer steps (batches of 2)")
     p.add_argument(
         "--grpo-steps", type=_positive, default=2, help="GRPO steps (2 completions of one prompt each)"
+    )
+    p.add_argument("--rl", action="store_true", help="then the GRPO run that learns (grpo_long.yaml, ~1 h)")
+    p.add_argument(
+        "--rl-problems", type=_positive, default=4, help="fresh problems the learning run trains on"
+    )
+    p.add_argument(
+        "--rl-steps", type=_positive, default=16, help="steps of the learning run (one prompt each)"
     )
 
 
