@@ -73,7 +73,7 @@ WRONG = ["elementwise_add", "gelu", "matmul", "mse_loss", "relu", "swish"]
 CRASH = [  # statements put first in forward; all fail at run time (a conditional raise: an unconditional
     # one would make the kernel statically unreachable and the sandbox would call it a hack)
     ("relu", "if x.numel() > 0:\n    raise RuntimeError('candidate crashed')"),
-    ("gelu", "import kernelrl_no_such_module  # missing dependency"),
+    ("gelu", "x = x.view(x.numel() + 1)  # shape error (an import outside the allow-list is a hack now)"),
     ("swish", "x = x.flatten()[x.numel()]  # index out of bounds"),
 ]
 LOOP = [
