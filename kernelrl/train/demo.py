@@ -81,21 +81,7 @@ def main(args: argparse.Namespace) -> dict:
 
     t = time.monotonic()
     models = {"base": "embedded", "sft": str(out / "sft"), "grpo": str(out / "grpo")}
-    summary = evaluate(
-        EvalConfig(
-            models=list(models.values()),
-            problems=str(out / "heldout"),
-            samples=1,
-            temperature=0.0,
-            max_new_tokens=ANSWER_TOKENS,
-            one_shot=False,
-            batch_size=args.heldout,
-            device="cpu",
-            workers=2,
-            timeout=60,
-            out=str(out / "eval"),
-        )
-    )
+    summary = _evaluate_heldout(list(models.values()), out, out / "eval")
     times["eval"] = time.monotonic() - t
 
     rows = {}
@@ -155,21 +141,7 @@ def learning_run(
 
     t = time.monotonic()
     models = {"sft": str(out / "sft"), "grpo_long": str(run)}
-    summary = evaluate(
-        EvalConfig(
-            models=list(models.values()),
-            problems=str(out / "heldout"),
-            samples=1,
-            temperature=0.0,
-            max_new_tokens=ANSWER_TOKENS,
-            one_shot=False,
-            batch_size=len(list((out / "heldout").glob("*/*.py"))),
-            device="cpu",
-            workers=2,
-            timeout=60,
-            out=str(out / "eval_rl"),
-        )
-    )
+    summary = _evaluate_heldout(list(models.values()), out, out / "eval_rl")
     times["eval"] = time.monotonic() - t
     curve = learning_curve.step_rewards(run)
     test = learning_curve.quarter_test([r for _, r in curve])
@@ -200,6 +172,25 @@ def learning_run(
         print(f"{label:<10} {_f(r['compile_rate']):>8} {_f(r['correctness']):>8} {_f(r['mean_reward']):>8}")
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     return result
+
+
+def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path) -> dict:
+    """Greedy answers of `models` on the demo's held-out problems, all in one batch, scored on 2 CPU workers."""
+    return evaluate(
+        EvalConfig(
+            models=models,
+            problems=str(out / "heldout"),
+            samples=1,
+            temperature=0.0,
+            max_new_tokens=ANSWER_TOKENS,
+            one_shot=False,
+            batch_size=len(list((out / "heldout").glob("*/*.py"))),
+            device="cpu",
+            workers=2,
+            timeout=60,
+            out=str(eval_dir),
+        )
+    )
 
 
 def _mean(xs: list[float | None]) -> float | None:
