@@ -360,11 +360,14 @@ for d in places:
         pass
 """
 FIND = """
-import os
+import os, sys
 import kernelrl
 hits = []
+# the checkout and its Python are read-only host mounts, which may lie under /tmp too (a clone in mktemp -d)
+host = (os.path.dirname(os.path.dirname(kernelrl.__file__)), sys.prefix, os.path.realpath(sys.prefix))
 for top in ("/tmp", "/var/tmp", "/dev/shm"):  # HOME, TMPDIR, the caches and the cwd live in /tmp
     for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [n for n in dirnames if not os.path.join(dirpath, n).startswith(host)]
         hits += [os.path.join(dirpath, n) for n in filenames + dirnames if MARKER in n or n == "d"]
 for d in ("/", "/etc", "/dev", "/usr", os.path.dirname(kernelrl.__file__)):
     hits += [os.path.join(d, n) for n in os.listdir(d) if MARKER in n]
@@ -573,12 +576,16 @@ def _as_unprivileged(argv: list[str], env: dict[str, str]) -> list[str]:
     cover, keep = set(), []
     for path in need:
         parts = path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            parent = "/" + "/".join(parts[:i])
-            if not os.stat(parent).st_mode & 0o001:
-                cover.add(parent)
-                keep.append(path)
+        for i in range(1, len(parts) + 1):
+            here = "/" + "/".join(parts[:i])
+            if not os.stat(here).st_mode & 0o001:
+                cover.add(here)
+                if i < len(parts):
+                    keep.append(path)
+                else:  # the path itself is closed (a checkout in `mktemp -d`): show its entries instead
+                    keep += [os.path.join(here, n) for n in os.listdir(here)]
                 break
+    keep = list(dict.fromkeys(keep))
     spec = {"uid": UNPRIVILEGED_UID, "cover": sorted(cover), "keep": keep, "argv": argv, "env": env}
     wrapper = """
 import ctypes, json, os, sys
@@ -590,7 +597,11 @@ fds = {p: os.open(p, os.O_PATH) for p in spec["keep"]}
 for d in spec["cover"]:
     assert libc.mount(b"tmpfs", d.encode(), b"tmpfs", 0, b"mode=0755") == 0
 for p, fd in fds.items():
-    os.makedirs(p, exist_ok=True)
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        os.makedirs(p, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        open(p, "a").close()
     assert libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, 0x1000 | 0x4000, None) == 0
 uid = spec["uid"]
 os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)

@@ -158,7 +158,7 @@ def test_tiny_grpo_with_in_process_sandbox_rewards(data_dir, tiny_model_dir, tmp
 
 def _readme_lines(section: str) -> list[str]:
     text = (ROOT / "README.md").read_text()
-    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    body = re.split(r"\n###? ", text.split(f"\n## {section}\n", 1)[1], maxsplit=1)[0]  # not its subsections
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", body, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
