@@ -14,16 +14,15 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from sandbox_raw import ping, run_raw
+from unix_listener import UnixListener
 
 from kernelrl.sandbox import isolation
 from kernelrl.sandbox.isolation import Limits
@@ -203,37 +202,6 @@ for path in json.loads(HOST_SOCKETS):
     except OSError as e:
         print("NOCONNECT", path, type(e).__name__)
 """
-
-
-class UnixListener:
-    """A host AF_UNIX server at `path`, counting connections."""
-
-    def __init__(self, path: str) -> None:
-        self.path, self.connections = path, 0
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o777)
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        time.sleep(0.3)
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-        os.unlink(self.path)
 
 
 @needs_bwrap
@@ -530,6 +498,7 @@ NONROOT = """
 import json, os, sys
 sys.path.insert(0, TESTS)
 from sandbox_raw import ping, run_raw
+from unix_listener import UnixListener
 from kernelrl.sandbox import Evaluator, bundled_problems
 out = {"euid": os.geteuid()}
 try:

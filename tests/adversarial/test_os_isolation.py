@@ -19,12 +19,11 @@ import json
 import os
 import re
 import secrets
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from unix_listener import UnixListener
 
 from kernelrl.sandbox import Evaluator, bundled_problems, isolation
 
@@ -160,51 +159,14 @@ def test_existing_host_file_is_not_there(ev, where, name, line):
 
 
 # -- host sockets and socket families -----------------------------------------------------------------------------
-class UnixServer:
-    """A host AF_UNIX listener that answers b"42" and counts connections."""
-
-    def __init__(self, path: str) -> None:
-        self.path, self.connections = path, 0
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o777)
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            try:
-                conn.settimeout(1)
-                conn.recv(16)
-                conn.sendall(b"42")
-            except OSError:
-                pass
-            conn.close()
-
-    def close(self) -> None:
-        time.sleep(0.3)
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-        os.unlink(self.path)
-
-
-def unix_servers(marker: str) -> list[UnixServer]:
+def unix_servers(marker: str) -> list[UnixListener]:
     """Listeners at <dir>/<marker>.sock in the host's /run and /tmp (where os_unix_socket looks)."""
     dirs = {
         os.path.realpath(d)
         for d in ("/run", "/tmp", "/var/run")
         if os.path.isdir(d) and os.access(d, os.W_OK)
     }
-    return [UnixServer(os.path.join(d, f"{marker}.sock")) for d in sorted(dirs)]
+    return [UnixListener(os.path.join(d, f"{marker}.sock")) for d in sorted(dirs)]
 
 
 @needs_bwrap
