@@ -22,6 +22,7 @@ from kernelrl.perf.features import (
     problem_features,
     profile,
     rnn_flops,
+    rnn_launches,
 )
 from kernelrl.perf.roofline import sol_fraction, speed_of_light
 from kernelrl.sandbox import timing
@@ -192,16 +193,18 @@ def test_what_flop_counter_mode_misses_is_counted_by_our_formulas():
     expected = 2 * 3 * 7 * 4 * 32 * ((16 + 32) + (32 + 32))
     assert rnn_flops(lstm, x) == expected and profile(lstm, [x]).flops == expected
     assert profile(lstm, [x]).classes["rnn"]["n"] == 1
+    assert profile(lstm, [x]).n_ops == rnn_launches(lstm, x) == 2 * (1 + 2 * 7)  # 2 layers, 7 steps
 
 
 def test_recurrent_layers_count_once_on_meta():
     """On meta an LSTM decomposes into per-step cell ops (tens of seconds to dispatch); here it is one op
-    per layer call, counted by formula."""
+    per layer call, counted by formula, which launches a GEMM and a pointwise kernel per step (cuDNN)."""
     f = problem_features(LSTM)
     lstm = 2 * 10 * 512 * 4 * 256 * ((128 + 256) + 5 * (256 + 256))
     gru = 2 * 100 * 4 * 3 * 32 * ((64 + 32) + (64 + 32)) * 2  # two layers, two directions
     assert f.classes["rnn"] == {"n": 2, "flops": float(lstm + gru), "bytes": f.classes["rnn"]["bytes"]}
     assert f.output_bytes == (10 * 256 + 100 * 4 * 64) * 4
+    assert f.n_ops == 6 * (1 + 2 * 512) + 2 * 2 * (1 + 2 * 100)  # layers x directions x (1 + 2 steps)
 
 
 def test_fallbacks_fake_tensors_and_cpu_init_in_the_worker(tmp_path):

@@ -41,11 +41,6 @@ def test_gate_v01_k10(v01):
     assert got["relative_rank_mean"] >= 0.5, got  # a shift-only predictor scores ~0 here
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gate missed: mean Spearman at k=10 on v0.1 is 0.936 (< 0.94) with the H100 PCIe/SXM twins held "
-    "out together; the issue's naive figure (~0.93) matches the ungrouped protocol. Strict: passes -> remove.",
-)
 def test_gate_v01_k10_mean_spearman(v01):
     assert evaluation.summary(v01, 10)["spearman_mean"] >= evaluation.GATES["v0.1"]["spearman_mean"]
 
@@ -64,8 +59,7 @@ def test_more_measurements_help_and_the_report_renders(v01):
     assert s[20]["mdape_mean"] < s[5]["mdape_mean"] and s[10]["mdape_mean"] < s[0]["mdape_mean"]
     text = evaluation.render("v0.1", v01)
     assert "| H100_Modal | 10 |" in text and "| **mean** | 10 |" in text
-    failures = evaluation.gate_failures({"v0.1": v01})
-    assert failures == [line for line in failures if "spearman_mean" in line]  # only the known miss
+    assert evaluation.gate_failures({"v0.1": v01}) == []
 
 
 def test_unseen_problems_are_predicted_from_features_and_specs():

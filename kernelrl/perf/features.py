@@ -11,7 +11,10 @@ extended with formulas for what it misses:
 - recurrent layers: `nn.LSTM`/`nn.GRU`/`nn.RNN` run as one fused op on a device (`_cudnn_rnn` on CUDA,
   `mkldnn_rnn_layer` on CPU) that has no FLOP formula, and decompose into per-step cell ops on `meta`, so the
   count and the op count would depend on the device. They are counted as one `rnn` op per module call, with
-  2·T·B·G·H·(in + H) FLOPs per layer and direction (G = 4 LSTM, 3 GRU, 1 RNN);
+  2·T·B·G·H·(in + H) FLOPs per layer and direction (G = 4 LSTM, 3 GRU, 1 RNN), and as the kernels it
+  launches in `n_ops`: cuDNN's standard algorithm runs, per layer and direction, one GEMM over all T steps
+  and then, step by step, a GEMM and a pointwise kernel (1 + 2·T). The steps are sequential, so a
+  recurrent layer costs launches and kernel latency, not FLOPs: 6 layers of 512 steps are 6150 kernels;
 - matrix-vector and batched-reduce products (`mv`, `addmv`, `dot`, `vdot`, `addbmm`, `addr`);
 - FlopCounterMode counts only multiply-accumulate ops: elementwise, reduction and normalisation work is
   left at 0 FLOPs and shows up as bytes (`pointwise_elems` keeps the elementwise element count).
@@ -40,7 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 aten = torch.ops.aten
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 MATMUL = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "mv", "addmv", "dot", "vdot", "addr", "_scaled_mm"}
 ATTENTION_PREFIX = ("_scaled_dot_product", "_flash_attention", "_efficient_attention")
@@ -190,6 +193,17 @@ def rnn_flops(module: torch.nn.RNNBase, x: torch.Tensor) -> int:
     return total
 
 
+def rnn_launches(module: torch.nn.RNNBase, x: torch.Tensor) -> int:
+    """Kernels one call of a recurrent layer launches (cuDNN's standard algorithm, see the module docstring)."""
+    if hasattr(x, "batch_sizes"):  # packed: one step per batch size
+        steps = len(x.batch_sizes)
+    elif x.dim() == 2:  # unbatched (steps, features)
+        steps = x.shape[0]
+    else:
+        steps = x.shape[1] if module.batch_first else x.shape[0]
+    return module.num_layers * (2 if module.bidirectional else 1) * (1 + 2 * steps)
+
+
 def _nbytes(t: Any) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
@@ -204,7 +218,7 @@ class Features:
     param_bytes: int = 0
     output_bytes: int = 0
     unfused_bytes: int = 0
-    n_ops: int = 0
+    n_ops: int = 0  # kernel launches: one per aten op, a recurrent layer's per-step kernels (rnn_launches)
     pointwise_elems: int = 0
     classes: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> {n, flops, bytes}
     dtype: str = "float32"  # the floating dtype most bytes are in
@@ -240,12 +254,12 @@ class OpProfiler(TorchDispatchMode):
         self.dtype_bytes: dict[str, int] = {}
         self._rnn_depth = 0
 
-    def add(self, cls: str, flops: float, nbytes: int, dtype: torch.dtype | None) -> None:
+    def add(self, cls: str, flops: float, nbytes: int, dtype: torch.dtype | None, launches: int = 1) -> None:
         c = self.classes.setdefault(cls, {"n": 0, "flops": 0.0, "bytes": 0})
         c["n"] += 1
         c["flops"] += flops
         c["bytes"] += nbytes
-        self.n_ops += 1
+        self.n_ops += launches
         self.flops += flops
         if dtype in LOWP:
             self.flops_lowp += flops
@@ -279,7 +293,7 @@ class OpProfiler(TorchDispatchMode):
         self.add(cls, flops, sum(map(_nbytes, ins)) + sum(map(_nbytes, outs)), first.dtype)
         return out
 
-    # Recurrent modules: one op, counted by formula (see the module docstring).
+    # Recurrent modules: one `rnn` op, its FLOPs and launches counted by formula (see the module docstring).
     def rnn_pre(self, module: Any, args: Any) -> None:
         self._rnn_depth += 1
 
@@ -293,7 +307,7 @@ class OpProfiler(TorchDispatchMode):
         outs = [o for o in tree_flatten(output)[0] if isinstance(o, torch.Tensor)]
         nbytes = sum(map(_nbytes, ins)) + sum(map(_nbytes, outs))
         dtype = x.data.dtype if hasattr(x, "batch_sizes") else x.dtype
-        self.add("rnn", float(rnn_flops(module, x)), nbytes, dtype)
+        self.add("rnn", float(rnn_flops(module, x)), nbytes, dtype, launches=rnn_launches(module, x))
 
 
 def _shape_only(x: Any) -> bool:

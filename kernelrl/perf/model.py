@@ -10,8 +10,10 @@ time. Three components, blended, then a residual correction:
    zero-shot prior.
 2. **Physics**: log time = a problem's inefficiency offset + log of a roofline-with-efficiencies model of
    eager PyTorch (per class: max(FLOPs / (eta * peak), bytes / (eta_mem * bandwidth)), summed, plus
-   n_ops * tau); the efficiencies of a new GPU start at the training GPUs' mean and are fitted (robust least
-   squares, shrunk to that prior) on its k measurements.
+   n_ops * tau, n_ops counting kernel launches: a recurrent layer's thousands of sequential per-step
+   kernels make its time follow the GPU's (and host's) per-launch cost, not its peak); the efficiencies
+   of a new GPU start at the training GPUs' mean and are fitted (robust least squares, shrunk to that
+   prior) on its k measurements.
 3. **Trees** (LightGBM) on static features and device specs: the only component for problems with no timing
    anywhere (a user's own files), shifted by the k measurements.
 
@@ -32,7 +34,7 @@ from kernelrl.perf.features import CLASSES, Features
 
 # Compute classes with their own efficiency (matmul-like, convolution, recurrent); the rest is memory-bound.
 COMPUTE_GROUP = {"matmul": 0, "attention": 0, "conv": 1, "rnn": 2}
-# Prior log efficiencies: eta_matmul, eta_conv, eta_rnn, eta_memory, and the per-op overhead tau (s).
+# Prior log efficiencies: eta_matmul, eta_conv, eta_rnn, eta_memory, and the per-launch overhead tau (s).
 THETA0 = np.log([0.5, 0.3, 0.1, 0.6, 10e-6])
 BLEND = (0.4, 0.35, 0.25)  # transfer, physics, trees
 RIDGE_PENALTY = 1.0
