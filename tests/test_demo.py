@@ -28,6 +28,14 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
         )
     )
     monkeypatch.setattr(demo, "RECIPES", recipes)
+    screened: dict[str, float] = {}
+
+    def screen(model, problems, out):  # the real screen; the toy model never answers right, so call two mixed
+        screened.update(real_screen(model, problems, out))
+        return {g.name: 0.5 if i < 2 else 0.0 for i, g in enumerate(problems)}
+
+    real_screen = demo._screen
+    monkeypatch.setattr(demo, "_screen", screen)
     out = tmp_path / "demo"
     args = build_parser().parse_args(
         [
@@ -43,8 +51,10 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
             "--grpo-steps",
             "1",
             "--rl",
+            "--rl-candidates",
+            "3",
             "--rl-problems",
-            "2",
+            "4",
             "--rl-steps",
             "8",
         ]
@@ -76,10 +86,48 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     assert set(rl["table"]) == {"sft", "grpo_long"} and (out / "rl_reward_curve.png").stat().st_size > 1000
     assert rl["step_seconds"]["time/generate"] > 0 and rl["step_seconds"]["time/reward"] > 0
     assert json.loads((out / "rl_summary.json").read_text())["quarters"] == rl["quarters"]
+    # the screen sampled 4 answers of each of the 3 candidates; only the 2 with mixed success are trained on
+    assert len(screened) == 3 and set(screened.values()) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    screen_rows = (out / "rl_screen" / "results.jsonl").read_text().splitlines()
+    assert len(screen_rows) == 12
     fresh = datasets.load_from_disk(str(out / "rl_data"))["rl"]
-    assert len(fresh) == 2 and not {p for p in fresh["problem"]} & {
-        p.read_text() for p in (out / "heldout").glob("*/*.py")
-    }
+    candidates = sorted((out / "rl_candidates").glob("*/*.py"))
+    assert len(fresh) == 2 and set(fresh["problem"]) <= {p.read_text() for p in candidates}
+    assert not set(fresh["problem"]) & {p.read_text() for p in (out / "heldout").glob("*/*.py")}
+
+
+def test_demo_with_repair_examples_evaluates_over_two_turns(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "ANSWER_TOKENS", 24)
+    out = tmp_path / "demo"
+    args = build_parser().parse_args(
+        ["demo", "--out", str(out), "--train", "4", "--heldout", "1", "--sft-steps", "1", "--grpo-steps", "1"]
+        + ["--repair"]
+    )
+    try:
+        result = demo.main(args)
+    finally:
+        trl_reward.reset()
+        ray.shutdown()
+    train = datasets.load_from_disk(str(out / "data"))["train"]
+    assert any(train["repair_bug"]) and not all(train["repair_bug"])  # plain answers and repair conversations
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert summary["turns"]["n"] == 2
+    for label, row in result["table"].items():
+        name = {"base": "embedded", "sft": str(out / "sft"), "grpo": str(out / "grpo")}[label]
+        after = [t["correctness"] for t in summary["turns"]["models"][name]]
+        assert len(after) == 2 and row["correctness"] == after[0] and row["correctness_turn2"] == after[1]
+    unsolved = [json.loads(line) for line in (out / "eval" / "results.jsonl").read_text().splitlines()]
+    unsolved = [r for r in unsolved if not (r["verdict"] or {}).get("correct")]
+    assert len((out / "eval" / "turns.jsonl").read_text().splitlines()) == len(unsolved)
+
+
+def test_learning_run_takes_only_problems_with_mixed_success():
+    problems = generate_problems(5, seed=7, categories=["elementwise"])
+    rates = dict(zip([g.name for g in problems], [0.0, 0.25, 1.0, 0.5, 0.75], strict=True))
+    chosen = demo.choose_mixed(problems, rates, 2)
+    assert [rates[g.name] for g in chosen] == [0.5, 0.25]  # nearest an even split first; 0 and 1 never
+    assert [rates[g.name] for g in demo.choose_mixed(problems, rates, 9)] == [0.5, 0.25, 0.75]
+    assert demo.choose_mixed(problems, dict.fromkeys(rates, 1.0), 4) == []
 
 
 def test_demo_refuses_sizes_that_are_not_positive(capsys):

@@ -1,9 +1,11 @@
 """The end-to-end demo on the embedded model and a CPU: curate -> SFT -> GRPO -> evaluate base, SFT and GRPO
 on held-out generated problems, then one table and the GRPO reward curve. `--rl` goes on with a longer GRPO
-run (`recipes/smollm2-135m/grpo_long.yaml`, on fresh problems) and tests whether it learned.
+run (`recipes/smollm2-135m/grpo_long.yaml`) on fresh problems the SFT model solves sometimes but not always
+(screened by sampling), and tests whether it learned.
 
     kernelrl demo [--out outputs/demo] [--train 48] [--heldout 12] [--sft-steps 24] [--grpo-steps 2]
-    kernelrl demo --rl [--rl-problems 4] [--rl-steps 16]      (the demo, then the learning run)
+    kernelrl demo --repair --out outputs/demo_repair           (SFT on repair examples too; held-out over 2 turns)
+    kernelrl demo --rl [--rl-candidates 12] [--rl-problems 4] [--rl-steps 16]   (the demo, then the learning run)
     python -m kernelrl.train.demo ...                         (the same)
 
 Every stage reuses the real entry points and recipes (`recipes/data/demo_cpu.yaml`,
@@ -18,13 +20,16 @@ import json
 import time
 from pathlib import Path
 
+import yaml
+
 from kernelrl.data_pipeline.curate import curate
 from kernelrl.data_pipeline.curate import load_config as load_curate_config
 from kernelrl.data_pipeline.generate import generate_problems, write_problems
-from kernelrl.train.evaluate import EvalConfig, evaluate
+from kernelrl.train.evaluate import EvalConfig, evaluate, load_results
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 ANSWER_TOKENS = 768  # synthesised elementwise answers: median ~570 tokens, 96% under 768
+SCREEN_SAMPLES = 4  # sampled answers per candidate RL problem
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -40,6 +45,7 @@ def main(args: argparse.Namespace) -> dict:
     source.n, source.categories = args.train, ["elementwise"]
     cfg.select.max_per_category = None
     cfg.output.one_shot = False
+    cfg.repair.enabled = args.repair
     report = curate(cfg)
     times["curate"] = time.monotonic() - t
 
@@ -81,21 +87,26 @@ def main(args: argparse.Namespace) -> dict:
 
     t = time.monotonic()
     models = {"base": "embedded", "sft": str(out / "sft"), "grpo": str(out / "grpo")}
-    summary = _evaluate_heldout(list(models.values()), out, out / "eval")
+    summary = _evaluate_heldout(list(models.values()), out, out / "eval", turns=2 if args.repair else 1)
     times["eval"] = time.monotonic() - t
 
     rows = {}
     for label, name in models.items():
         m = summary["models"][name]["overall"]
         rows[label] = {k: m.get(k) for k in ("compile_rate", "correctness", "mean_reward")}
+        if args.repair:  # each unsolved answer got the sandbox's feedback and a second turn
+            rows[label]["correctness_turn2"] = summary["turns"]["models"][name][-1]["correctness"]
     state = json.loads(next((out / "grpo").glob("checkpoint-*/trainer_state.json")).read_text())
     curve = [(h["step"], h["reward"]) for h in state["log_history"] if "reward" in h]
     _plot(curve, out / "reward_curve.png")
     result = {"table": rows, "reward_curve": curve, "seconds": times, "curation": report.get("funnel", {})}
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2, default=str))
-    print(f"\n{'model':<6} {'compile':>8} {'correct':>8} {'reward':>8}")
+    print(f"\n{'model':<6} {'compile':>8} {'correct':>8} {'reward':>8}" + (" 2 turns" if args.repair else ""))
     for label, r in rows.items():
-        print(f"{label:<6} {_f(r['compile_rate']):>8} {_f(r['correctness']):>8} {_f(r['mean_reward']):>8}")
+        print(
+            f"{label:<6} {_f(r['compile_rate']):>8} {_f(r['correctness']):>8} {_f(r['mean_reward']):>8}"
+            + (f" {_f(r['correctness_turn2']):>7}" if args.repair else "")
+        )
     print(
         "seconds: "
         + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
@@ -119,9 +130,19 @@ def learning_run(
     from kernelrl.train import grpo, learning_curve
 
     times: dict[str, float] = {}
-    fresh = generate_problems(8 * args.rl_problems, seed=seed + 2000, categories=categories)
-    fresh = [g for g in fresh if json.dumps(g.spec["ops"]) not in seen][: args.rl_problems]
-    rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in fresh]
+    t = time.monotonic()
+    fresh = generate_problems(8 * args.rl_candidates, seed=seed + 2000, categories=categories)
+    fresh = [g for g in fresh if json.dumps(g.spec["ops"]) not in seen][: args.rl_candidates]
+    rates = _screen(str(out / "sft"), fresh, out)
+    times["screen"] = time.monotonic() - t
+    print("SFT model's success per candidate: " + ", ".join(f"{g.name} {rates[g.name]:.2f}" for g in fresh))
+    chosen = choose_mixed(fresh, rates, args.rl_problems)
+    if not chosen:
+        raise SystemExit(
+            f"no candidate RL problem has mixed success ({len(fresh)} screened): raise --rl-candidates"
+        )
+    print(f"RL problems: {', '.join(g.name for g in chosen)}")
+    rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in chosen]
     DatasetDict({"rl": Dataset.from_list(rows)}).save_to_disk(str(out / "rl_data"))
 
     t = time.monotonic()
@@ -174,8 +195,43 @@ def learning_run(
     return result
 
 
-def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path) -> dict:
-    """Greedy answers of `models` on the demo's held-out problems, all in one batch, scored on 2 CPU workers."""
+def choose_mixed(problems: list, rates: dict[str, float], n: int) -> list:
+    """At most `n` problems the model solves sometimes but not always, nearest an even split first."""
+    mixed = [g for g in problems if 0 < rates[g.name] < 1]
+    return sorted(mixed, key=lambda g: abs(rates[g.name] - 0.5))[:n]
+
+
+def _screen(model: str, problems: list, out: Path) -> dict[str, float]:
+    """Correct fraction of SCREEN_SAMPLES sampled answers per problem (the run's temperature): a GRPO group
+    whose answers all score the same has zero advantage and teaches nothing, so the run takes the problems
+    nearest an even split."""
+    recipe = yaml.safe_load((RECIPES / "smollm2-135m" / "grpo_long.yaml").read_text())
+    write_problems(problems, out / "rl_candidates")
+    evaluate(
+        EvalConfig(
+            models=[model],
+            problems=str(out / "rl_candidates"),
+            samples=SCREEN_SAMPLES,
+            temperature=recipe["temperature"],
+            max_new_tokens=ANSWER_TOKENS,
+            one_shot=False,
+            batch_size=8,
+            device="cpu",
+            workers=2,
+            timeout=60,
+            out=str(out / "rl_screen"),
+        )
+    )
+    correct: dict[str, list[bool]] = {g.name: [] for g in problems}
+    for (name, _, _), row in load_results(out / "rl_screen" / "results.jsonl").items():
+        if name == model and row["problem"] in correct:
+            correct[row["problem"]].append(bool((row["verdict"] or {}).get("correct")))
+    return {name: sum(c) / len(c) if c else 0.0 for name, c in correct.items()}
+
+
+def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path, turns: int = 1) -> dict:
+    """Greedy answers of `models` on the demo's held-out problems, all in one batch, scored on 2 CPU workers;
+    with `turns` 2, every unsolved answer gets the sandbox's feedback and a second try."""
     return evaluate(
         EvalConfig(
             models=models,
@@ -189,6 +245,7 @@ def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path) -> dict:
             workers=2,
             timeout=60,
             out=str(eval_dir),
+            turns=turns,
         )
     )
 
@@ -234,9 +291,20 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grpo-steps", type=_positive, default=2, help="GRPO steps (2 completions of one prompt each)"
     )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="SFT data with repair examples too, and the held-out evaluation over 2 turns (feedback, retry)",
+    )
     p.add_argument("--rl", action="store_true", help="then the GRPO run that learns (grpo_long.yaml, ~1 h)")
     p.add_argument(
-        "--rl-problems", type=_positive, default=4, help="fresh problems the learning run trains on"
+        "--rl-candidates", type=_positive, default=12, help="fresh problems screened for the learning run"
+    )
+    p.add_argument(
+        "--rl-problems",
+        type=_positive,
+        default=4,
+        help="at most this many of them, those with mixed success, are trained on",
     )
     p.add_argument(
         "--rl-steps", type=_positive, default=16, help="steps of the learning run (one prompt each)"
