@@ -72,11 +72,22 @@ def test_unseen_problems_are_predicted_from_features_and_specs():
 
 
 def test_shipped_parameters_are_the_fit_of_the_shipped_tables():
-    """Reproducible: refitting v0.1 on the shipped tables gives the shipped model file byte for byte."""
+    """Reproducible: refitting v0.1 on the shipped tables gives the shipped model. Not byte for byte: the fit's
+    last bits differ between machines (a fresh VM here refit a different gamma in the 16th digit, and LightGBM's
+    printed trees with it), so the check is what the model answers, for suite problems and for problems as if
+    unseen, on four GPUs."""
     path = data.DATA / "model-v0.1.json"
-    model = LatencyModel(data.timings("v0.1"), data.features("v0.1"), data.folder_devices("v0.1"))
-    assert json.dumps(model.state(), separators=(",", ":")) + "\n" == path.read_text()
+    tables = (data.timings("v0.1"), data.features("v0.1"), data.folder_devices("v0.1"))
     state = json.loads(path.read_text())
+    refit, shipped = LatencyModel(*tables), LatencyModel(*tables, state=state)
+    assert refit.state()["keys"] == state["keys"] and refit.state()["folders"] == state["folders"]
+    for name in ("H200", "L40S", "T4", "A100-80GB"):
+        dev = get_device(name)
+        for a, b in (
+            (refit.predict(dev, {}), shipped.predict(dev, {})),
+            (refit.predict_new(dev, tables[1]), shipped.predict_new(dev, tables[1])),
+        ):
+            assert a.keys() == b.keys() and max(abs(math.log(a[k] / b[k])) for k in a) < 1e-4, name
     state["keys"] = state["keys"][1:]
     with pytest.raises(ValueError, match="stale"):
         LatencyModel(data.timings("v0.1"), data.features("v0.1"), data.folder_devices("v0.1"), state=state)
