@@ -207,20 +207,13 @@ def _screen(model: str, problems: list, out: Path) -> dict[str, float]:
     nearest an even split."""
     recipe = yaml.safe_load((RECIPES / "smollm2-135m" / "grpo_long.yaml").read_text())
     write_problems(problems, out / "rl_candidates")
-    evaluate(
-        EvalConfig(
-            models=[model],
-            problems=str(out / "rl_candidates"),
-            samples=SCREEN_SAMPLES,
-            temperature=recipe["temperature"],
-            max_new_tokens=ANSWER_TOKENS,
-            one_shot=False,
-            batch_size=8,
-            device="cpu",
-            workers=2,
-            timeout=60,
-            out=str(out / "rl_screen"),
-        )
+    _evaluate(
+        [model],
+        out / "rl_candidates",
+        out / "rl_screen",
+        samples=SCREEN_SAMPLES,
+        temperature=recipe["temperature"],
+        batch_size=8,
     )
     correct: dict[str, list[bool]] = {g.name: [] for g in problems}
     for (name, _, _), row in load_results(out / "rl_screen" / "results.jsonl").items():
@@ -232,20 +225,25 @@ def _screen(model: str, problems: list, out: Path) -> dict[str, float]:
 def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path, turns: int = 1) -> dict:
     """Greedy answers of `models` on the demo's held-out problems, all in one batch, scored on 2 CPU workers;
     with `turns` 2, every unsolved answer gets the sandbox's feedback and a second try."""
+    batch = len(list((out / "heldout").glob("*/*.py")))
+    return _evaluate(
+        models, out / "heldout", eval_dir, samples=1, temperature=0.0, batch_size=batch, turns=turns
+    )
+
+
+def _evaluate(models: list[str], problems: Path, eval_dir: Path, **settings: object) -> dict:
+    """`kernelrl eval` as the demo runs it: compact prompts, the demo's answer budget, 2 CPU sandbox workers."""
     return evaluate(
         EvalConfig(
             models=models,
-            problems=str(out / "heldout"),
-            samples=1,
-            temperature=0.0,
+            problems=str(problems),
             max_new_tokens=ANSWER_TOKENS,
             one_shot=False,
-            batch_size=len(list((out / "heldout").glob("*/*.py"))),
             device="cpu",
             workers=2,
             timeout=60,
             out=str(eval_dir),
-            turns=turns,
+            **settings,
         )
     )
 
