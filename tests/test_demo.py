@@ -4,12 +4,10 @@ the sandbox, and the table, summary and reward curve come out of the run."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import datasets
 import pytest
 import ray
-import yaml
 
 from kernelrl.cli import build_parser
 from kernelrl.data_pipeline.generate import generate_problems
@@ -19,15 +17,7 @@ from kernelrl.train import demo
 
 def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "ANSWER_TOKENS", 24)  # toy generations; the real demo uses full answers
-    recipes = tmp_path / "recipes"  # the learning run's recipe at toy size: 2 completions per step
-    shutil.copytree(demo.RECIPES, recipes)
-    long = recipes / "smollm2-135m" / "grpo_long.yaml"
-    long.write_text(
-        yaml.safe_dump(
-            {**yaml.safe_load(long.read_text()), "num_generations": 2, "per_device_train_batch_size": 2}
-        )
-    )
-    monkeypatch.setattr(demo, "RECIPES", recipes)
+    monkeypatch.setattr(demo, "RL_STEP_ANSWERS", 4)  # the learning run at toy size: 2 problems x 2 answers
     screened: dict[str, float] = {}
 
     def screen(model, problems, out):  # the real screen; the toy model never answers right, so call two mixed
@@ -128,6 +118,21 @@ def test_learning_run_takes_only_problems_with_mixed_success():
     assert [rates[g.name] for g in chosen] == [0.5, 0.25]  # nearest an even split first; 0 and 1 never
     assert [rates[g.name] for g in demo.choose_mixed(problems, rates, 9)] == [0.5, 0.25, 0.75]
     assert demo.choose_mixed(problems, dict.fromkeys(rates, 1.0), 4) == []
+
+
+def test_every_step_of_the_learning_run_answers_every_chosen_problem():
+    # TRL's own sampler, built as GRPOTrainer builds it, over the shapes step_shape gives
+    from trl.trainer.utils import RepeatSampler
+
+    for n in (1, 2, 3, 4):
+        generations, batch = demo.step_shape(n)
+        assert generations >= 2 and batch % generations == 0
+        sampler = RepeatSampler(range(n), generations, batch // generations, repeat_count=1, seed=0)
+        order = [i for _ in range(4) for i in sampler]  # the dataloader walks it once per epoch
+        assert len(order) == 4 * batch
+        for start in range(0, len(order), batch):
+            assert sorted(order[start : start + batch]) == sorted(list(range(n)) * generations)
+    assert demo.step_shape(2) == (4, 8) and demo.step_shape(1) == (8, 8)
 
 
 def test_demo_refuses_sizes_that_are_not_positive(capsys):

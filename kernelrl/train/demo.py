@@ -5,7 +5,7 @@ run (`recipes/smollm2-135m/grpo_long.yaml`) on fresh problems the SFT model solv
 
     kernelrl demo [--out outputs/demo] [--train 48] [--heldout 12] [--sft-steps 24] [--grpo-steps 2]
     kernelrl demo --repair --out outputs/demo_repair           (SFT on repair examples too; held-out over 2 turns)
-    kernelrl demo --rl [--rl-candidates 12] [--rl-problems 4] [--rl-steps 16]   (the demo, then the learning run)
+    kernelrl demo --rl [--rl-candidates 12] [--rl-problems 2] [--rl-steps 16]   (the demo, then the learning run)
     python -m kernelrl.train.demo ...                         (the same)
 
 Every stage reuses the real entry points and recipes (`recipes/data/demo_cpu.yaml`,
@@ -30,6 +30,7 @@ from kernelrl.train.evaluate import EvalConfig, evaluate, load_results
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 ANSWER_TOKENS = 768  # synthesised elementwise answers: median ~570 tokens, 96% under 768
 SCREEN_SAMPLES = 4  # sampled answers per candidate RL problem
+RL_STEP_ANSWERS = 8  # completions per step of the learning run, shared out over its problems
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -144,6 +145,7 @@ def learning_run(
     print(f"RL problems: {', '.join(g.name for g in chosen)}")
     rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in chosen]
     DatasetDict({"rl": Dataset.from_list(rows)}).save_to_disk(str(out / "rl_data"))
+    generations, batch = step_shape(len(chosen))
 
     t = time.monotonic()
     run = out / "grpo_long"
@@ -155,6 +157,7 @@ def learning_run(
                     *("--model_name_or_path", str(out / "sft"), "--dataset_name", str(out / "rl_data")),
                     *("--output_dir", str(run), "--max_steps", str(args.rl_steps)),
                     *("--save_steps", str(args.rl_steps), "--max_completion_length", str(ANSWER_TOKENS)),
+                    *("--num_generations", str(generations), "--per_device_train_batch_size", str(batch)),
                 ]
             )
         )
@@ -199,6 +202,14 @@ def choose_mixed(problems: list, rates: dict[str, float], n: int) -> list:
     """At most `n` problems the model solves sometimes but not always, nearest an even split first."""
     mixed = [g for g in problems if 0 < rates[g.name] < 1]
     return sorted(mixed, key=lambda g: abs(rates[g.name] - 0.5))[:n]
+
+
+def step_shape(problems: int) -> tuple[int, int]:
+    """(completions per prompt, completions per step) so that every step answers every chosen problem: the
+    step means then differ by learning and sampling only, not by which prompt a step happened to draw (in
+    run 2, one prompt per step, that alone moved step rewards by more than the gain being tested)."""
+    generations = max(2, RL_STEP_ANSWERS // problems)
+    return generations, generations * problems
 
 
 def _screen(model: str, problems: list, out: Path) -> dict[str, float]:
@@ -301,11 +312,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rl-problems",
         type=_positive,
-        default=4,
-        help="at most this many of them, those with mixed success, are trained on",
+        default=2,
+        help="at most this many of them, those with mixed success, are trained on (every step answers each)",
     )
     p.add_argument(
-        "--rl-steps", type=_positive, default=16, help="steps of the learning run (one prompt each)"
+        "--rl-steps", type=_positive, default=16, help="steps of the learning run (8 answers each)"
     )
 
 
