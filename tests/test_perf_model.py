@@ -90,7 +90,7 @@ def test_shipped_parameters_are_the_fit_of_the_shipped_tables():
             assert a.keys() == b.keys() and max(abs(math.log(a[k] / b[k])) for k in a) < 1e-4, name
     state["keys"] = state["keys"][1:]
     with pytest.raises(ValueError, match="stale"):
-        LatencyModel(data.timings("v0.1"), data.features("v0.1"), data.folder_devices("v0.1"), state=state)
+        LatencyModel(*tables, state=state)
 
 
 def test_loaded_model_predicts_like_the_fitted_one():
