@@ -5,7 +5,7 @@ run (`recipes/smollm2-135m/grpo_long.yaml`) on fresh problems the SFT model solv
 
     kernelrl demo [--out outputs/demo] [--train 48] [--heldout 12] [--sft-steps 24] [--grpo-steps 2]
     kernelrl demo --repair --out outputs/demo_repair           (SFT on repair examples too; held-out over 2 turns)
-    kernelrl demo --rl [--rl-candidates 12] [--rl-problems 2] [--rl-steps 16]   (the demo, then the learning run)
+    kernelrl demo --rl [--rl-candidates 24] [--rl-problems 2] [--rl-steps 16]   (the demo, then the learning run)
     python -m kernelrl.train.demo ...                         (the same)
 
 Every stage reuses the real entry points and recipes (`recipes/data/demo_cpu.yaml`,
@@ -143,6 +143,11 @@ def learning_run(
             f"no candidate RL problem has mixed success ({len(fresh)} screened): raise --rl-candidates"
         )
     print(f"RL problems: {', '.join(g.name for g in chosen)}")
+    if len(chosen) == 1 < args.rl_problems:
+        print(
+            "warning: one problem has mixed success: every step trains on one prompt, which overfit it in run 3 "
+            "(held-out answers fell into loops); raise --rl-candidates for more"
+        )
     rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in chosen]
     DatasetDict({"rl": Dataset.from_list(rows)}).save_to_disk(str(out / "rl_data"))
     generations, batch = step_shape(len(chosen))
@@ -307,7 +312,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rl", action="store_true", help="then the GRPO run that learns (grpo_long.yaml, ~1 h)")
     p.add_argument(
-        "--rl-candidates", type=_positive, default=12, help="fresh problems screened for the learning run"
+        "--rl-candidates", type=_positive, default=24, help="fresh problems screened for the learning run"
     )
     p.add_argument(
         "--rl-problems",
