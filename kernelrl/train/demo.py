@@ -145,8 +145,8 @@ def learning_run(
     print(f"RL problems: {', '.join(g.name for g in chosen)}")
     if len(chosen) == 1 < args.rl_problems:
         print(
-            "warning: one problem has mixed success: every step trains on one prompt, which overfit it in run 3 "
-            "(held-out answers fell into loops); raise --rl-candidates for more"
+            "warning: one problem has mixed success: every step trains on one prompt, which overfit it in "
+            "the README's run 3 (held-out answers fell into loops); raise --rl-candidates for more"
         )
     rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in chosen]
     DatasetDict({"rl": Dataset.from_list(rows)}).save_to_disk(str(out / "rl_data"))
@@ -310,7 +310,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="SFT data with repair examples too, and the held-out evaluation over 2 turns (feedback, retry)",
     )
-    p.add_argument("--rl", action="store_true", help="then the GRPO run that learns (grpo_long.yaml, ~1 h)")
+    p.add_argument(
+        "--rl", action="store_true", help="then the longer GRPO run (grpo_long.yaml; 80-100 min on 2 cores)"
+    )
     p.add_argument(
         "--rl-candidates", type=_positive, default=24, help="fresh problems screened for the learning run"
     )
