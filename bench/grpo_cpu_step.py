@@ -1,7 +1,7 @@
-"""Two levers on a CPU GRPO step of `grpo_long.yaml`'s shape, each against its baseline in the same run:
+"""Three levers on a CPU GRPO step of `grpo_long.yaml`'s shape, each against its baseline in the same run:
 the update (forward and backward of the LoRA policy) with gradient checkpointing, TRL's GRPOConfig default,
-against without it; and the generation (a step's 8 sampled answers) with float32 weights, what the trainer
-does now, against a bfloat16 copy.
+against without it; and the generation (a step's 8 sampled answers) with float32 weights and transformers'
+default growing (dynamic) KV cache, against a bfloat16 copy and against a preallocated (static) cache.
 
     .venv/bin/python bench/grpo_cpu_step.py [--model outputs/demo/sft] [--batch 8] [--repeats 2]
 
@@ -28,8 +28,9 @@ from rich.table import Table
 SETTINGS = {
     "checkpointing": ("update", True),
     "no checkpointing": ("update", False),
-    "float32": ("generate", False),
-    "bfloat16": ("generate", True),
+    "float32": ("generate", {}),
+    "bfloat16": ("generate", {"bf16": True}),
+    "static cache": ("generate", {"cache": "static"}),
 }
 
 
@@ -63,11 +64,18 @@ def measure(model_name: str, batch: int, prompt: int, answer: int, repeats: int,
 
 
 def measure_generation(
-    model_name: str, batch: int, prompt: int, answer: int, repeats: int, bf16: bool
+    model_name: str,
+    batch: int,
+    prompt: int,
+    answer: int,
+    repeats: int,
+    bf16: bool = False,
+    cache: str | None = None,
 ) -> dict:
-    """Seconds to sample `answer` new tokens for `batch` sequences (first call excluded) and the peak RSS."""
+    """Seconds to sample `answer` new tokens for `batch` sequences (after a short warm-up call) and the peak RSS.
+    `cache` is GenerationConfig's `cache_implementation` (GRPOConfig passes its own on)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     from kernelrl.data_pipeline.embedded_model import resolve_model
 
@@ -75,13 +83,25 @@ def measure_generation(
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolve_model(model_name), dtype=dtype).eval()
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt))
-    times = []
-    for _ in range(repeats + 1):
+    mask = torch.ones_like(ids)
+
+    def sample(tokens: int) -> float:
+        config = GenerationConfig(
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=True,
+            temperature=0.7,
+            pad_token_id=model.config.eos_token_id,
+            cache_implementation=cache,
+        )
         t = time.monotonic()
         with torch.no_grad():
-            model.generate(ids, max_new_tokens=answer, min_new_tokens=answer, do_sample=True, temperature=0.7)
-        times.append(time.monotonic() - t)
-    return {"seconds": statistics.median(times[1:]), "peak_gib": _peak_gib()}
+            model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        return time.monotonic() - t
+
+    sample(8)  # warm-up: first allocations
+    times = [sample(answer) for _ in range(repeats)]
+    return {"seconds": statistics.median(times), "peak_gib": _peak_gib()}
 
 
 def _peak_gib() -> float:
@@ -94,7 +114,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--prompt-tokens", type=int, default=400)
     p.add_argument("--answer-tokens", type=int, default=550)
-    p.add_argument("--generated-tokens", type=int, default=128, help="new tokens per generation timing")
+    p.add_argument(
+        "--generated-tokens", type=int, default=512, help="new tokens per generation timing (answers: ~570)"
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -104,7 +126,7 @@ def main() -> None:
             r = measure(a.model, a.batch, a.prompt_tokens, a.answer_tokens, a.repeats, checkpointing=setting)
         else:
             r = measure_generation(
-                a.model, a.batch, a.prompt_tokens, a.generated_tokens, a.repeats, bf16=setting
+                a.model, a.batch, a.prompt_tokens, a.generated_tokens, a.repeats, **setting
             )
         print(json.dumps(r))
         return
