@@ -146,7 +146,7 @@ def learning_run(
     if len(chosen) == 1 < args.rl_problems:
         print(
             "warning: one problem has mixed success: every step trains on one prompt, which overfit it in "
-            "the README's run 3 (held-out answers fell into loops); raise --rl-candidates for more"
+            "the README's runs 3 and 6 (held-out answers fell into loops); raise --rl-candidates for more"
         )
     rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in chosen]
     DatasetDict({"rl": Dataset.from_list(rows)}).save_to_disk(str(out / "rl_data"))
