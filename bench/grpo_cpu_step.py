@@ -26,8 +26,8 @@ from rich.table import Table
 
 # child name -> (part, setting); the first of each part is its baseline (what the trainer does now)
 SETTINGS = {
-    "checkpointing": ("update", True),
-    "no checkpointing": ("update", False),
+    "checkpointing": ("update", {"checkpointing": True}),
+    "no checkpointing": ("update", {"checkpointing": False}),
     "float32": ("generate", {}),
     "bfloat16": ("generate", {"bf16": True}),
     "static cache": ("generate", {"cache": "static"}),
@@ -123,7 +123,7 @@ def main() -> None:
     if a.child:
         what, setting = SETTINGS[a.child]
         if what == "update":
-            r = measure(a.model, a.batch, a.prompt_tokens, a.answer_tokens, a.repeats, checkpointing=setting)
+            r = measure(a.model, a.batch, a.prompt_tokens, a.answer_tokens, a.repeats, **setting)
         else:
             r = measure_generation(
                 a.model, a.batch, a.prompt_tokens, a.generated_tokens, a.repeats, **setting
@@ -144,7 +144,7 @@ def main() -> None:
         table.add_column(col)
     for child, r in results.items():
         part = SETTINGS[child][0]
-        baseline = results["checkpointing" if part == "update" else "float32"]
+        baseline = results[next(c for c, (what, _) in SETTINGS.items() if what == part)]
         ratio = r["seconds"] / baseline["seconds"]
         table.add_row(part, child, f"{r['seconds']:.1f}", f"{r['peak_gib']:.1f}", f"{ratio:.2f}x")
     Console().print(table)
