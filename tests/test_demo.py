@@ -22,7 +22,8 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
 
     def screen(model, problems, out):  # the real screen; the toy model never answers right, so call two mixed
         screened.update(real_screen(model, problems, out))
-        return {g.name: 0.5 if i < 2 else 0.0 for i, g in enumerate(problems)}
+        mixed, same = [(True, 1.2), (False, 0.0)] * 2, [(False, -0.7)] * 4
+        return {g.name: mixed if i < 2 else same for i, g in enumerate(problems)}
 
     real_screen = demo._screen
     monkeypatch.setattr(demo, "_screen", screen)
@@ -76,8 +77,9 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     assert set(rl["table"]) == {"sft", "grpo_long"} and (out / "rl_reward_curve.png").stat().st_size > 1000
     assert rl["step_seconds"]["time/generate"] > 0 and rl["step_seconds"]["time/reward"] > 0
     assert json.loads((out / "rl_summary.json").read_text())["quarters"] == rl["quarters"]
-    # the screen sampled 4 answers of each of the 3 candidates; only the 2 with mixed success are trained on
-    assert len(screened) == 3 and set(screened.values()) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    # the screen sampled 4 answers of each of the 3 candidates; only the 2 whose answers differ are trained on
+    assert len(screened) == 3 and all(len(answers) == 4 for answers in screened.values())
+    assert all(isinstance(c, bool) and isinstance(r, float) for a in screened.values() for c, r in a)
     screen_rows = (out / "rl_screen" / "results.jsonl").read_text().splitlines()
     assert len(screen_rows) == 12
     fresh = datasets.load_from_disk(str(out / "rl_data"))["rl"]
@@ -111,13 +113,47 @@ def test_demo_with_repair_examples_evaluates_over_two_turns(tmp_path, monkeypatc
     assert len((out / "eval" / "turns.jsonl").read_text().splitlines()) == len(unsolved)
 
 
-def test_learning_run_takes_only_problems_with_mixed_success():
-    problems = generate_problems(5, seed=7, categories=["elementwise"])
-    rates = dict(zip([g.name for g in problems], [0.0, 0.25, 1.0, 0.5, 0.75], strict=True))
-    chosen = demo.choose_mixed(problems, rates, 2)
-    assert [rates[g.name] for g in chosen] == [0.5, 0.25]  # nearest an even split first; 0 and 1 never
-    assert [rates[g.name] for g in demo.choose_mixed(problems, rates, 9)] == [0.5, 0.25, 0.75]
-    assert demo.choose_mixed(problems, dict.fromkeys(rates, 1.0), 4) == []
+def test_learning_run_takes_only_problems_whose_screened_answers_differ():
+    problems = generate_problems(7, seed=7, categories=["elementwise"])
+    wrong, broken, hack, right = (False, 0.0), (False, -0.7), (False, -1.3), (True, 1.2)
+    answers = [
+        [wrong] * 4,  # all the same: never taken
+        [right, wrong, wrong, wrong],  # 1/4 correct
+        [right] * 4,  # all correct, all the same: never taken
+        [right, right, wrong, wrong],  # 2/4: nearest an even split
+        [wrong, broken, wrong, wrong],  # none correct, rewards spread a little
+        [hack, hack, wrong, broken],  # none correct, rewards spread widely
+        [right, right, right, wrong],  # 3/4
+    ]
+    screened = dict(zip([g.name for g in problems], answers, strict=True))
+    order = [problems.index(g) for g in demo.choose_rl_problems(problems, screened, 9)]
+    assert order == [3, 1, 6, 5, 4]  # mixed success first (nearest 2/4), then the widest reward spread
+    assert [problems.index(g) for g in demo.choose_rl_problems(problems, screened, 2)] == [3, 1]
+    only_spread = {
+        g.name: [wrong, broken, wrong, wrong] if i == 2 else [wrong] * 4 for i, g in enumerate(problems)
+    }
+    assert demo.choose_rl_problems(problems, only_spread, 4) == [problems[2]]
+    assert demo.choose_rl_problems(problems, {g.name: [right] * 4 for g in problems}, 4) == []
+
+
+def test_learning_run_reuses_only_the_sft_models_scored_answers(tmp_path):
+    source = tmp_path / "eval" / "results.jsonl"
+    source.parent.mkdir()
+    rows = [
+        {"model": m, "problem_id": p, "sample": 0, "completion": f"{m} {p}"}
+        for m in ("outputs/demo/sft", "outputs/demo/grpo")
+        for p in ("a", "b")
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"model": "outputs/demo/sft", "cut')
+    results = tmp_path / "eval_rl" / "results.jsonl"
+    demo._reuse_answers(source, results, "outputs/demo/sft")
+    reused = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["completion"] for r in reused] == ["outputs/demo/sft a", "outputs/demo/sft b"]
+    results.write_text("begun\n")
+    demo._reuse_answers(source, results, "outputs/demo/sft")
+    assert results.read_text() == "begun\n"  # an evaluation already begun is left as it is
+    demo._reuse_answers(tmp_path / "missing.jsonl", tmp_path / "fresh" / "results.jsonl", "outputs/demo/sft")
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_every_step_of_the_learning_run_answers_every_chosen_problem():

@@ -5,7 +5,7 @@ run (`recipes/smollm2-135m/grpo_long.yaml`) on fresh problems the SFT model solv
 
     kernelrl demo [--out outputs/demo] [--train 48] [--heldout 12] [--sft-steps 24] [--grpo-steps 2]
     kernelrl demo --repair --out outputs/demo_repair           (SFT on repair examples too; held-out over 2 turns)
-    kernelrl demo --rl [--rl-candidates 24] [--rl-problems 2] [--rl-steps 16]   (the demo, then the learning run)
+    kernelrl demo --rl [--rl-candidates 12] [--rl-problems 4] [--rl-steps 12]   (the demo, then the learning run)
     python -m kernelrl.train.demo ...                         (the same)
 
 Every stage reuses the real entry points and recipes (`recipes/data/demo_cpu.yaml`,
@@ -134,18 +134,22 @@ def learning_run(
     t = time.monotonic()
     fresh = generate_problems(8 * args.rl_candidates, seed=seed + 2000, categories=categories)
     fresh = [g for g in fresh if json.dumps(g.spec["ops"]) not in seen][: args.rl_candidates]
-    rates = _screen(str(out / "sft"), fresh, out)
+    screened = _screen(str(out / "sft"), fresh, out)
     times["screen"] = time.monotonic() - t
-    print("SFT model's success per candidate: " + ", ".join(f"{g.name} {rates[g.name]:.2f}" for g in fresh))
-    chosen = choose_mixed(fresh, rates, args.rl_problems)
+    print(
+        "SFT model's screened answers (correct, reward spread): "
+        + ", ".join(f"{g.name} {_rate(screened[g.name]):.2f} {_spread(screened[g.name]):.2f}" for g in fresh)
+    )
+    chosen = choose_rl_problems(fresh, screened, args.rl_problems)
     if not chosen:
         raise SystemExit(
-            f"no candidate RL problem has mixed success ({len(fresh)} screened): raise --rl-candidates"
+            f"every candidate RL problem's screened answers scored the same ({len(fresh)} screened): "
+            "raise --rl-candidates"
         )
     print(f"RL problems: {', '.join(g.name for g in chosen)}")
     if len(chosen) == 1 < args.rl_problems:
         print(
-            "warning: one problem has mixed success: every step trains on one prompt, which overfit it in "
+            "warning: one problem's answers differ: every step trains on one prompt, which overfit it in "
             "the README's runs 3 and 6 (held-out answers fell into loops); raise --rl-candidates for more"
         )
     rows = [{"prompt": build_prompt(g.source, one_shot=False), "problem": g.source} for g in chosen]
@@ -170,6 +174,8 @@ def learning_run(
 
     t = time.monotonic()
     models = {"sft": str(out / "sft"), "grpo_long": str(run)}
+    # SFT's greedy held-out answers are the demo's own (same problems, settings and batch): reused, not redone
+    _reuse_answers(out / "eval" / "results.jsonl", out / "eval_rl" / "results.jsonl", models["sft"])
     summary = _evaluate_heldout(list(models.values()), out, out / "eval_rl")
     times["eval"] = time.monotonic() - t
     curve = learning_curve.step_rewards(run)
@@ -203,10 +209,29 @@ def learning_run(
     return result
 
 
-def choose_mixed(problems: list, rates: dict[str, float], n: int) -> list:
-    """At most `n` problems the model solves sometimes but not always, nearest an even split first."""
-    mixed = [g for g in problems if 0 < rates[g.name] < 1]
-    return sorted(mixed, key=lambda g: abs(rates[g.name] - 0.5))[:n]
+def choose_rl_problems(problems: list, screened: dict[str, list[tuple[bool, float]]], n: int) -> list:
+    """At most `n` problems whose screened (correct, reward) answers differ: first those the model solves
+    sometimes but not always, nearest an even split; then those none or all of whose answers are correct but
+    whose graded rewards still spread (some compile, some do not), widest first. A group whose answers all
+    score the same has zero advantage and teaches nothing, so such a problem is never taken."""
+
+    def order(g) -> tuple[int, float]:
+        rate = _rate(screened[g.name])
+        return (0, abs(rate - 0.5)) if 0 < rate < 1 else (1, -_spread(screened[g.name]))
+
+    varied = [g for g in problems if _spread(screened[g.name]) > 0]
+    return sorted(varied, key=order)[:n]
+
+
+def _rate(answers: list[tuple[bool, float]]) -> float:
+    return sum(c for c, _ in answers) / len(answers) if answers else 0.0
+
+
+def _spread(answers: list[tuple[bool, float]]) -> float:
+    """Population standard deviation of the rewards (0 when they are all the same)."""
+    rewards = [r for _, r in answers]
+    mean = sum(rewards) / len(rewards) if rewards else 0.0
+    return (sum((r - mean) ** 2 for r in rewards) / len(rewards)) ** 0.5 if rewards else 0.0
 
 
 def step_shape(problems: int) -> tuple[int, int]:
@@ -217,10 +242,8 @@ def step_shape(problems: int) -> tuple[int, int]:
     return generations, generations * problems
 
 
-def _screen(model: str, problems: list, out: Path) -> dict[str, float]:
-    """Correct fraction of SCREEN_SAMPLES sampled answers per problem (the run's temperature): a GRPO group
-    whose answers all score the same has zero advantage and teaches nothing, so the run takes the problems
-    nearest an even split."""
+def _screen(model: str, problems: list, out: Path) -> dict[str, list[tuple[bool, float]]]:
+    """(correct, reward) of SCREEN_SAMPLES sampled answers per problem, at the run's temperature."""
     recipe = yaml.safe_load((RECIPES / "smollm2-135m" / "grpo_long.yaml").read_text())
     write_problems(problems, out / "rl_candidates")
     _evaluate(
@@ -231,11 +254,12 @@ def _screen(model: str, problems: list, out: Path) -> dict[str, float]:
         temperature=recipe["temperature"],
         batch_size=8,
     )
-    correct: dict[str, list[bool]] = {g.name: [] for g in problems}
+    answers: dict[str, list[tuple[bool, float]]] = {g.name: [] for g in problems}
     for (name, _, _), row in load_results(out / "rl_screen" / "results.jsonl").items():
-        if name == model and row["problem"] in correct:
-            correct[row["problem"]].append(bool((row["verdict"] or {}).get("correct")))
-    return {name: sum(c) / len(c) if c else 0.0 for name, c in correct.items()}
+        if name == model and row["problem"] in answers:
+            correct = bool((row["verdict"] or {}).get("correct"))
+            answers[row["problem"]].append((correct, float(row["reward"] or 0.0)))
+    return answers
 
 
 def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path, turns: int = 1) -> dict:
@@ -245,6 +269,16 @@ def _evaluate_heldout(models: list[str], out: Path, eval_dir: Path, turns: int =
     return _evaluate(
         models, out / "heldout", eval_dir, samples=1, temperature=0.0, batch_size=batch, turns=turns
     )
+
+
+def _reuse_answers(source: Path, results: Path, model: str) -> None:
+    """Start a new evaluation's results file with `model`'s scored rows from another evaluation of the same
+    problems (the evaluation resumes from them); a results file already begun is left alone."""
+    if results.exists() or not source.is_file():
+        return
+    rows = [row for row in load_results(source).values() if row["model"] == model]
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _evaluate(models: list[str], problems: Path, eval_dir: Path, **settings: object) -> dict:
@@ -311,19 +345,19 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="SFT data with repair examples too, and the held-out evaluation over 2 turns (feedback, retry)",
     )
     p.add_argument(
-        "--rl", action="store_true", help="then the longer GRPO run (grpo_long.yaml; 80-100 min on 2 cores)"
+        "--rl", action="store_true", help="then the longer GRPO run (grpo_long.yaml; ~60 min on 2 cores)"
     )
     p.add_argument(
-        "--rl-candidates", type=_positive, default=24, help="fresh problems screened for the learning run"
+        "--rl-candidates", type=_positive, default=12, help="fresh problems screened for the learning run"
     )
     p.add_argument(
         "--rl-problems",
         type=_positive,
-        default=2,
-        help="at most this many of them, those with mixed success, are trained on (every step answers each)",
+        default=4,
+        help="at most this many of them, those whose answers differ, are trained on (every step answers each)",
     )
     p.add_argument(
-        "--rl-steps", type=_positive, default=16, help="steps of the learning run (8 answers each)"
+        "--rl-steps", type=_positive, default=12, help="steps of the learning run (8 answers each)"
     )
 
 
