@@ -134,6 +134,8 @@ def test_learning_run_takes_only_problems_whose_screened_answers_differ():
     }
     assert demo.choose_rl_problems(problems, only_spread, 4) == [problems[2]]
     assert demo.choose_rl_problems(problems, {g.name: [right] * 4 for g in problems}, 4) == []
+    tenths = {g.name: [(False, 0.1)] * 3 for g in problems}  # a float mean of these is not exactly 0.1
+    assert demo.choose_rl_problems(problems, tenths, 4) == []
 
 
 def test_learning_run_reuses_only_the_sft_models_scored_answers(tmp_path):
