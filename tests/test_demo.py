@@ -53,9 +53,17 @@ def test_demo_runs_every_stage_and_reports(tmp_path, monkeypatch):
     assert args.func is demo.cmd_demo
     try:
         result = demo.main(args)
+        first = {
+            f: json.loads((out / f).read_text())["seconds"] for f in ("demo_summary.json", "rl_summary.json")
+        }
+        again = demo.main(args)  # a rerun skips every finished stage (`demo --rl` after `make demo`)
     finally:
         trl_reward.reset()
         ray.shutdown()
+    assert again["table"] == result["table"] and again["rl"]["quarters"] == result["rl"]["quarters"]
+    for f, before in first.items():  # the summaries keep what each stage took, not the rerun's skip
+        after = json.loads((out / f).read_text())["seconds"]
+        assert set(after) == set(before) and all(after[k] >= before[k] for k in before)
     assert set(result["table"]) == {"base", "sft", "grpo"}
     for row in result["table"].values():
         assert 0.0 <= row["compile_rate"] <= 1.0 and row["mean_reward"] is not None

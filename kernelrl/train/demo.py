@@ -101,6 +101,7 @@ def main(args: argparse.Namespace) -> dict:
     state = json.loads(next((out / "grpo").glob("checkpoint-*/trainer_state.json")).read_text())
     curve = [(h["step"], h["reward"]) for h in state["log_history"] if "reward" in h]
     _plot(curve, out / "reward_curve.png")
+    times = _add_seconds(out / "demo_summary.json", times)
     result = {"table": rows, "reward_curve": curve, "seconds": times, "curation": report.get("funnel", {})}
     (out / "demo_summary.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"\n{'model':<6} {'compile':>8} {'correct':>8} {'reward':>8}" + (" 2 turns" if args.repair else ""))
@@ -191,6 +192,7 @@ def learning_run(
     state = json.loads(sorted(run.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
     steps = [h for h in state["log_history"] if "reward" in h]
     where = {k: _mean([h.get(k) for h in steps]) for k in ("step_time", "time/generate", "time/reward")}
+    times = _add_seconds(out / "rl_summary.json", times)
     result = {
         "quarters": test,
         "table": table,
@@ -279,6 +281,13 @@ def _reuse_answers(source: Path, results: Path, model: str) -> None:
     rows = [row for row in load_results(source).values() if row["model"] == model]
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _add_seconds(summary: Path, times: dict[str, float]) -> dict[str, float]:
+    """Each stage's seconds over every run into this folder: a rerun skips or resumes finished work, so its own
+    times alone would overwrite what the stages took (e.g. `demo --rl` after `make demo`)."""
+    before = json.loads(summary.read_text()).get("seconds", {}) if summary.is_file() else {}
+    return {k: before.get(k, 0.0) + v for k, v in times.items()}
 
 
 def _evaluate(models: list[str], problems: Path, eval_dir: Path, **settings: object) -> dict:
